@@ -1,0 +1,1 @@
+"""Wiring: the command line and the schedule that join collector, balancer and exporters."""

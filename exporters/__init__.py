@@ -1,0 +1,1 @@
+"""Output: publishes a round's results (Prometheus metrics, status page, JSON API)."""
