@@ -1,0 +1,1 @@
+"""Grafana dashboards for pve-rebalancer, generated from code (see grafana.generate)."""

@@ -1,0 +1,1 @@
+"""Prometheus rules for pve-rebalancer, generated from prometheus/thresholds.yml."""
