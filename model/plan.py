@@ -7,8 +7,10 @@ JSON API) and the actuator carries out its moves. Plain data, JSON-serialisable.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from model.plain import to_plain
 
 
 @dataclass(slots=True)
@@ -73,7 +75,8 @@ class RoundResult:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        document: dict[str, Any] = to_plain(self)
+        return document
 
     def dumps(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_json(), indent=indent, allow_nan=False)

@@ -12,9 +12,11 @@ margin in percent (as PVE 9.2 writes them).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+
+from model.plain import to_plain
 
 Severity = Literal["error", "warning", "info"]
 USAGE_VIEWS = ("last", "ewma", "p95", "max", "forecast")
@@ -31,6 +33,10 @@ class Node:
     mem: float
     ha_state: str | None = None
     """The HA manager's view of the node (online, maintenance, unknown, fence, gone)."""
+    cpu_last: float | None = None
+    """Newest measured cores in use (``cpu`` is the snapshot's usage view of the series)."""
+    mem_last: float | None = None
+    """Newest measured bytes in use."""
 
 
 @dataclass(slots=True)
@@ -154,7 +160,7 @@ class Snapshot:
         return next((g for g in self.guests if g.sid == sid), None)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data: dict[str, Any] = to_plain(self)
         data["crs"] = self.crs.to_json()
         return data
 
