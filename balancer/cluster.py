@@ -56,6 +56,8 @@ class ClusterArrays:
     """The resources.cfg 'auto-rebalance' flag (True for non-HA guests)."""
     guest_starting: Bool
     """About to start (HA service state request_start / request_start_balance)."""
+    guest_target: I64
+    """Index of the node a move in flight is taking the guest to (HA ``target``); -1: none."""
 
     @property
     def n_nodes(self) -> int:
@@ -116,4 +118,8 @@ def from_snapshot(snapshot: Snapshot) -> ClusterArrays:
         ),
         guest_auto_rebalance=flags([g.ha is None or g.ha.auto_rebalance for g in guests]),
         guest_starting=flags([s in STARTING_SERVICE_STATES for s in service]),
+        guest_target=np.array(
+            [index.get(g.ha.target, -1) if g.ha and g.ha.target else -1 for g in guests],
+            dtype=np.int64,
+        ).reshape(len(guests)),
     )

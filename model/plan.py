@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.plain import to_plain
+from model.snapshot import Finding
 
 
 @dataclass(slots=True)
@@ -73,6 +74,8 @@ class RoundResult:
     timings: dict[str, float] = field(default_factory=dict)
     """Milliseconds per phase (candidates, scoring, selection, ...)."""
     notes: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    """Problems met while deciding (invalid rules left out, guests too big to place, ...)."""
 
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = to_plain(self)
@@ -87,4 +90,5 @@ class RoundResult:
         data["moves"] = [Move(**m) for m in data.get("moves", [])]
         data["top_moves"] = [Move(**m) for m in data.get("top_moves", [])]
         data["node_loads"] = [NodeLoad(**n) for n in data.get("node_loads", [])]
+        data["findings"] = [Finding(**f) for f in data.get("findings", [])]
         return cls(**data)
