@@ -1,0 +1,238 @@
+"""The one entry point of a balancing round: snapshot, options and state in, decision out.
+
+``decide`` is pure: it reads no clock (``now`` is passed in), does no I/O and logs nothing;
+the only time it measures is its own phases, for ``RoundResult.timings``. A round:
+
+1. usage and imbalance as the mode counts them (engineer A's usage/imbalance);
+2. moves in flight settle, cooldowns expire (:mod:`balancer.stability`);
+3. triggers: imbalance above the threshold for the hold duration, a node overloaded for the
+   overload hold, or an earlier trigger still above the stop level (:mod:`balancer.triggers`);
+   consolidation has its own trigger, a quiet cluster;
+4. rules resolve into bundles and masks, the planning problem is built with the safety limits
+   (:mod:`balancer.safety`);
+5. the strategy named by ``options.method`` proposes moves (:mod:`balancer.strategies`); a
+   plan that does not reach the margin is dropped (unless a node is overloaded);
+6. the state records the moves in flight and the guests' cooldowns.
+
+``options.crs_compatible`` hands the round to engineer A's ``crs_round`` instead. Without
+options, ``BalancerOptions.from_crs(snapshot.crs)`` applies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from balancer.cluster import from_snapshot
+from balancer.cost import GIB, bandwidth_matrix, guest_bytes_to_copy
+from balancer.crs import CrsState, crs_round
+from balancer.imbalance import imbalance, imbalance_cv, node_load, resource_spread
+from balancer.options import BalancerOptions
+from balancer.rules import resolve_rules
+from balancer.safety import build_problem
+from balancer.stability import BalancerState, cooling, record, settle
+from balancer.strategies import StrategyContext, strategy_for
+from balancer.triggers import evaluate, overloaded_mask
+from model import Snapshot
+from model.plan import Move, NodeLoad, RoundResult
+
+
+def _price_moves(snapshot: Snapshot, opts: BalancerOptions, moves: list[Move]) -> None:
+    """Fill bytes copied and estimated duration into moves decided elsewhere (the CRS)."""
+    names = [node.name for node in snapshot.nodes]
+    index = {name: i for i, name in enumerate(names)}
+    copied = dict(zip((g.sid for g in snapshot.guests), guest_bytes_to_copy(snapshot), strict=True))
+    bandwidth, _ = bandwidth_matrix(names, opts.bandwidth_gib_s, opts.pair_bandwidth_gib_s)
+    for move in moves:
+        if move.source not in index or move.target not in index:
+            continue
+        nbytes = float(sum(copied.get(sid, 0.0) for sid in move.members or [move.sid]))
+        link = float(bandwidth[index[move.source], index[move.target]])
+        move.gib_moved = nbytes / GIB
+        move.cost_seconds = nbytes / link + opts.migration_overhead_s
+
+
+def _decide_crs(
+    snapshot: Snapshot, opts: BalancerOptions, state: BalancerState
+) -> tuple[RoundResult, BalancerState]:
+    crs_state = CrsState(
+        state.crs_hold_count, dict(state.crs_in_flight), dict(state.crs_in_flight_rounds)
+    )
+    result, after = crs_round(snapshot, snapshot.crs, crs_state)
+    _price_moves(snapshot, opts, result.moves + result.top_moves)
+    new = replace(
+        state,
+        crs_hold_count=after.hold_count,
+        crs_in_flight=dict(after.in_flight),
+        crs_in_flight_rounds=dict(after.in_flight_rounds),
+    )
+    return result, new
+
+
+def _refused(opts: BalancerOptions, problems: list[str]) -> RoundResult:
+    """A round that decides nothing because the options are unusable (the state is kept)."""
+    return RoundResult(
+        imbalance=0.0,
+        imbalance_cv=0.0,
+        triggered=False,
+        reason="invalid balancer options: " + "; ".join(problems),
+        threshold=opts.threshold,
+        margin=opts.margin,
+        mode=str(opts.mode),
+        method=str(opts.method),
+        notes=[f"option error: {p}" for p in problems],
+    )
+
+
+class _Clock:
+    """Phase timer for RoundResult.timings (milliseconds)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._start = self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.timings[phase] = (now - self._last) * 1000.0
+        self._last = now
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = (time.perf_counter() - self._start) * 1000.0
+        return self.timings
+
+
+def decide(
+    snapshot: Snapshot,
+    options: BalancerOptions | None,
+    state: BalancerState,
+    now: float,
+) -> tuple[RoundResult, BalancerState]:
+    """Decide one round; returns the result and the state for the next round."""
+    opts = BalancerOptions.from_crs(snapshot.crs) if options is None else options
+    if opts.crs_compatible:
+        return _decide_crs(snapshot, opts, state)
+    clock = _Clock()
+    problems = opts.validate()
+    if problems:
+        return _refused(opts, problems), state
+
+    c = from_snapshot(snapshot)
+    notes: list[str] = []
+    unplaced = [
+        sid for sid, node in zip(c.guest_sids, c.guest_node.tolist(), strict=True) if node < 0
+    ]
+    notes += [f"{sid}: its node is not in the snapshot; ignored" for sid in unplaced]
+    flights, cooldowns, landed_notes = settle(state, snapshot, now, opts.in_flight_timeout_s)
+    notes += landed_notes
+    frozen = cooling(BalancerState(cooldowns=cooldowns, in_flight=flights), now)
+    clock.lap("state")
+
+    rs = resolve_rules(snapshot.rules, c)
+    notes += [f"{f.kind} {f.where}: {f.message}" for f in rs.findings]
+    clock.lap("rules")
+
+    problem, problem_notes = build_problem(snapshot, c, rs, opts, opts.mode, frozen)
+    notes += problem_notes
+    cpu, mem = problem.node_cpu, problem.node_mem
+    loads = node_load(cpu, mem, c.node_maxcpu, c.node_maxmem)
+    current = imbalance(loads)
+    cpu_spread, mem_spread = resource_spread(cpu, mem, c.node_maxcpu, c.node_maxmem)
+    clock.lap("candidates")
+
+    measured_cpu = np.divide(
+        c.node_cpu, c.node_maxcpu, out=np.zeros(c.n_nodes), where=c.node_maxcpu > 0
+    )
+    measured_mem = np.divide(
+        c.node_mem, c.node_maxmem, out=np.zeros(c.n_nodes), where=c.node_maxmem > 0
+    )
+    over = overloaded_mask(measured_cpu, measured_mem, c.node_usable, opts.overload_percent)
+    trigger = evaluate(
+        current, c.node_names, over, opts, state.hold_count, state.overload_counts, state.active
+    )
+    triggered, reason = trigger.triggered, trigger.reason
+    mean_load = float(loads.mean()) if loads.size else 0.0
+    if opts.method == "consolidate":
+        triggered = mean_load * 100.0 < opts.consolidate_below_percent
+        reason = (
+            f"mean node load {mean_load * 100:.1f}% "
+            f"{'below' if triggered else 'not below'} {opts.consolidate_below_percent:g}%"
+        )
+    if triggered and flights:
+        triggered = False
+        reason = f"{len(flights)} move(s) in flight; waiting for them to land"
+    clock.lap("triggers")
+
+    overload_level = opts.overload_percent / 100.0 if trigger.overloaded_nodes else None
+    if opts.mode != "dynamic":
+        overload_level = None
+    ctx = StrategyContext(
+        c, rs, problem, opts, opts.stop_level, overload_level, None if triggered else 0
+    )
+    proposal = strategy_for(opts.method).propose(ctx)
+    outcome = proposal.outcome
+    notes += outcome.notes
+    clock.lap("selection")
+    clock.timings.update({f"selection.{k}": v for k, v in outcome.timings.items()})
+
+    moves = outcome.moves
+    after = outcome.imbalance_after
+    if moves and opts.method != "consolidate" and not trigger.overloaded_nodes and current > 0:
+        improvement = (current - after) / current * 100.0
+        if improvement < opts.margin:
+            notes.append(f"plan improves {improvement:.2f}%, below the margin {opts.margin:g}%")
+            moves, after = [], current
+    if triggered and not moves:
+        reason += "; no move found that is legal, worth its cost and lowers the imbalance"
+    if moves:
+        gib = sum(m.gib_moved for m in moves)
+        seconds = sum(m.cost_seconds for m in moves)
+        notes.append(
+            f"efficacy: imbalance {current * 100:.2f}% -> {after * 100:.2f}%, "
+            f"{len(moves)} move(s), {gib:.1f} GiB, ~{seconds:.0f} s of migration"
+        )
+
+    new_flights, new_cooldowns = record(moves, now, opts.cooldown_seconds, flights)
+    new_state = BalancerState(
+        hold_count=0 if moves else trigger.hold_count,
+        overload_counts={} if moves else trigger.overload_counts,
+        cooldowns={**cooldowns, **new_cooldowns},
+        in_flight=new_flights,
+        active=bool(moves) and after > opts.stop_level and opts.method != "consolidate",
+        crs_hold_count=state.crs_hold_count,
+        crs_in_flight=dict(state.crs_in_flight),
+        crs_in_flight_rounds=dict(state.crs_in_flight_rounds),
+    )
+    result = RoundResult(
+        imbalance=current,
+        imbalance_cv=imbalance_cv(loads),
+        triggered=triggered,
+        reason=reason,
+        threshold=opts.threshold,
+        margin=opts.margin,
+        mode=opts.mode,
+        method=opts.method,
+        hold_count=trigger.hold_count,
+        moves=moves,
+        top_moves=outcome.top_moves,
+        imbalance_after=after if moves else (current if triggered else None),
+        node_loads=[
+            NodeLoad(
+                name,
+                float(cpu[i]),
+                float(mem[i]),
+                float(c.node_maxcpu[i]),
+                float(c.node_maxmem[i]),
+                float(loads[i]),
+                bool(c.node_usable[i]),
+            )
+            for i, name in enumerate(c.node_names)
+        ],
+        cpu_spread=cpu_spread,
+        mem_spread=mem_spread,
+        optimality_gap=proposal.optimality_gap,
+        notes=notes,
+    )
+    result.timings = clock.total()
+    return result, new_state

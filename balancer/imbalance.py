@@ -1,0 +1,233 @@
+"""The CRS node load and cluster imbalance, exact and vectorised over candidate moves.
+
+What PVE computes (proxmox-resource-scheduling, ``calculate_node_imbalance`` and
+``NodeStats::load``): node load = (cpu/maxcpu + mem/maxmem) / 2; imbalance = population
+standard deviation of the loads over their mean (the coefficient of variation), divided by
+its upper bound sqrt(n-1) so it lies in 0..1; 0 when there are fewer than two nodes or the
+loads sum to 0. PVE sums the loads and the squared deviations in node order, one after the
+other; :func:`imbalance` does the same (``np.cumsum`` is a sequential sum) so the printed
+value matches PVE to the last bit for the same node order.
+
+Simulating a move (``remove_running_resource``/``add_running_resource``): the source loses
+the guest's cpu and mem, each floored at 0 (PVE: ``f64::max(0, ..)`` and ``saturating_sub``),
+the target gains them.
+
+:func:`imbalance_after_moves` scores k candidate moves in O(1) each: only the source and the
+target change, so the sums of (centred) loads and squared loads are updated for those two
+nodes (sums centred on the current mean). Its rounding error is bounded in squared-CV space
+(see :func:`cv_squared_after_moves`); callers re-score the winner and every candidate that
+might tie with it with :func:`imbalance_after_moves_exact` before truncating and
+tie-breaking, so the chosen move and its printed value are exactly PVE's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from balancer.cluster import F64, I64
+
+TRUNCATE_FACTOR = 1e15
+"""PVE truncates scored imbalances to f64::DIGITS = 15 decimal digits before comparing them."""
+
+
+def _ratio(used: F64, capacity: F64) -> F64:
+    out = np.zeros(np.broadcast(used, capacity).shape, dtype=np.float64)
+    np.divide(used, capacity, out=out, where=capacity > 0)
+    return out
+
+
+def node_load(cpu: F64, mem: F64, maxcpu: F64, maxmem: F64) -> F64:
+    """(cpu/maxcpu + mem/maxmem) / 2 per node; a zero capacity contributes 0."""
+    return (_ratio(cpu, maxcpu) + _ratio(mem, maxmem)) / 2.0
+
+
+def imbalance_cv(loads: F64) -> float:
+    """Raw coefficient of variation of the loads (population std / mean), as PVE sums it."""
+    n = int(loads.size)
+    if n < 2:
+        return 0.0
+    total = float(np.cumsum(loads)[-1])
+    if total == 0.0:
+        return 0.0
+    mean = total / n
+    squared = float(np.cumsum((loads - mean) ** 2)[-1])
+    return math.sqrt(squared / n) / mean
+
+
+def imbalance(loads: F64) -> float:
+    """CV / sqrt(n-1): the PVE 9.2 cluster imbalance, 0..1."""
+    n = int(loads.size)
+    if n < 2:
+        return 0.0
+    return imbalance_cv(loads) / math.sqrt(n - 1)
+
+
+def truncate(values: F64) -> F64:
+    """Cut to 15 decimal digits as ``ScoredMigration::new`` does."""
+    return np.trunc(values * TRUNCATE_FACTOR) / TRUNCATE_FACTOR
+
+
+def resource_spread(cpu: F64, mem: F64, maxcpu: F64, maxmem: F64) -> tuple[float, float]:
+    """Imbalance of the cpu loads alone and of the memory loads alone (same 0..1 scale)."""
+    return imbalance(_ratio(cpu, maxcpu)), imbalance(_ratio(mem, maxmem))
+
+
+def _moved_usage(
+    node_cpu: F64, node_mem: F64, source: I64, target: I64, dcpu: F64, dmem: F64
+) -> tuple[F64, F64, F64, F64]:
+    src_cpu = np.maximum(node_cpu[source] - dcpu, 0.0)
+    src_mem = np.maximum(node_mem[source] - dmem, 0.0)
+    return src_cpu, src_mem, node_cpu[target] + dcpu, node_mem[target] + dmem
+
+
+ROUNDING_SLACK = 1e-13
+"""Relative rounding bound used for the squared CV of the O(1) scorer (about 450 ulps)."""
+
+
+def cv_squared_after_moves(
+    node_cpu: F64,
+    node_mem: F64,
+    maxcpu: F64,
+    maxmem: F64,
+    source: I64,
+    target: I64,
+    dcpu: F64,
+    dmem: F64,
+    runs: I64 | None = None,
+) -> tuple[F64, float]:
+    """Squared coefficient of variation after each of k single moves, and a rounding bound.
+
+    O(1) per move from sums of loads centred on the current mean: the squared CV is
+    (n*S2 - S1^2) / (n*mean0 + S1)^2 with S1, S2 the sums of centred loads and their squares
+    after the move. The absolute error of every value stays below the returned bound; it
+    matters near 0, where n*S2 and S1^2 cancel (the CV itself can then be off by ~1e-8), so
+    callers compare squared values with the bound and re-score contenders exactly.
+    ``runs`` (optional) lists the first position of each group of consecutive moves sharing
+    source, cpu and mem (one bundle's targets): the source side is then computed once per group.
+    Values can be a hair below 0 when the true value is 0.
+    """
+    n = int(node_cpu.size)
+    k = int(source.size)
+    if n < 2 or k == 0:
+        return np.zeros(k, dtype=np.float64), 0.0
+    loads = node_load(node_cpu, node_mem, maxcpu, maxmem)
+    centre = float(loads.mean())
+    dev = loads - centre
+    dev_sum = float(dev.sum())
+    dev_sq = float((dev * dev).sum())
+    half_inv_cpu = _ratio(np.ones(n), maxcpu) / 2.0
+    half_inv_mem = _ratio(np.ones(n), maxmem) / 2.0
+
+    at = slice(None) if runs is None else runs
+    src, src_cpu_delta, src_mem_delta = source[at], dcpu[at], dmem[at]
+    src_cpu = np.maximum(node_cpu[src] - src_cpu_delta, 0.0)
+    src_mem = np.maximum(node_mem[src] - src_mem_delta, 0.0)
+    src_new = src_cpu * half_inv_cpu[src] + src_mem * half_inv_mem[src] - centre
+    src_old = dev[src]
+    s1_base = dev_sum + (src_new - src_old)
+    s2_base = dev_sq + (src_new - src_old) * (src_new + src_old)
+    if runs is not None:
+        lengths = np.diff(np.append(runs, k))
+        s1_base = np.repeat(s1_base, lengths)
+        s2_base = np.repeat(s2_base, lengths)
+
+    # In-place arithmetic: this is the hot loop over every candidate.
+    shift = np.multiply(dcpu, half_inv_cpu[target])
+    shift += np.multiply(dmem, half_inv_mem[target])
+    s2 = (2.0 * dev)[target]
+    s2 += shift
+    s2 *= shift
+    s2 += s2_base
+    s1 = np.add(s1_base, shift, out=shift)
+    s2_max = float(np.abs(s2).max())
+    s2 *= n
+    s1_sq = np.multiply(s1, s1)
+    s2 -= s1_sq
+    s1 += n * centre
+    total_min = float(s1.min())
+    s1 *= s1
+    if total_min <= 0.0:
+        cv_sq = np.zeros(k, dtype=np.float64)
+        np.divide(s2, s1, out=cv_sq, where=s1 > 0)
+    else:
+        cv_sq = np.divide(s2, s1, out=s2)
+    if total_min <= 0.0:
+        return cv_sq, float("inf")
+    bound = ROUNDING_SLACK * (n * (s2_max + dev_sq) + float(s1_sq.max())) / (total_min * total_min)
+    return cv_sq, bound
+
+
+def cv_after_moves(
+    node_cpu: F64,
+    node_mem: F64,
+    maxcpu: F64,
+    maxmem: F64,
+    source: I64,
+    target: I64,
+    dcpu: F64,
+    dmem: F64,
+    runs: I64 | None = None,
+) -> F64:
+    """Coefficient of variation after each of k moves (see :func:`cv_squared_after_moves`)."""
+    cv_sq, _ = cv_squared_after_moves(
+        node_cpu, node_mem, maxcpu, maxmem, source, target, dcpu, dmem, runs
+    )
+    return np.sqrt(np.maximum(cv_sq, 0.0))
+
+
+def imbalance_after_moves(
+    node_cpu: F64,
+    node_mem: F64,
+    maxcpu: F64,
+    maxmem: F64,
+    source: I64,
+    target: I64,
+    dcpu: F64,
+    dmem: F64,
+) -> F64:
+    """Imbalance after each of k single moves, vectorised, touching only source and target."""
+    n = int(node_cpu.size)
+    cv = cv_after_moves(node_cpu, node_mem, maxcpu, maxmem, source, target, dcpu, dmem)
+    return cv / math.sqrt(n - 1) if n >= 2 else cv
+
+
+def imbalance_after_moves_exact(
+    node_cpu: F64,
+    node_mem: F64,
+    maxcpu: F64,
+    maxmem: F64,
+    source: I64,
+    target: I64,
+    dcpu: F64,
+    dmem: F64,
+    chunk: int = 4096,
+) -> F64:
+    """Imbalance after each move recomputed from the full node vector, in PVE's summation order."""
+    n = int(node_cpu.size)
+    k = int(source.size)
+    out = np.zeros(k, dtype=np.float64)
+    if n < 2 or k == 0:
+        return out
+    rows_all = np.arange(k)
+    src_cpu, src_mem, tgt_cpu, tgt_mem = _moved_usage(
+        node_cpu, node_mem, source, target, dcpu, dmem
+    )
+    for start in range(0, k, chunk):
+        rows = rows_all[start : start + chunk]
+        local = rows - start
+        cpu = np.repeat(node_cpu[None, :], rows.size, axis=0)
+        mem = np.repeat(node_mem[None, :], rows.size, axis=0)
+        cpu[local, source[rows]] = src_cpu[rows]
+        mem[local, source[rows]] = src_mem[rows]
+        cpu[local, target[rows]] = tgt_cpu[rows]
+        mem[local, target[rows]] = tgt_mem[rows]
+        loads = node_load(cpu, mem, maxcpu[None, :], maxmem[None, :])
+        total = np.cumsum(loads, axis=1)[:, -1]
+        mean = total / n
+        squared = np.cumsum((loads - mean[:, None]) ** 2, axis=1)[:, -1]
+        cv = np.zeros(rows.size, dtype=np.float64)
+        np.divide(np.sqrt(squared / n), mean, out=cv, where=total != 0.0)
+        out[rows] = cv / math.sqrt(n - 1)
+    return out
