@@ -55,13 +55,16 @@ def _price_moves(snapshot: Snapshot, opts: BalancerOptions, moves: list[Move]) -
 
 
 def _decide_crs(
-    snapshot: Snapshot, opts: BalancerOptions, state: BalancerState
+    snapshot: Snapshot, opts: BalancerOptions, state: BalancerState, carry_out: bool
 ) -> tuple[RoundResult, BalancerState]:
     crs_state = CrsState(
         state.crs_hold_count, dict(state.crs_in_flight), dict(state.crs_in_flight_rounds)
     )
     result, after = crs_round(snapshot, snapshot.crs, crs_state)
     _price_moves(snapshot, opts, result.moves + result.top_moves)
+    if not carry_out and result.moves:
+        # Only recommended: nothing is in flight, and the trigger stays held.
+        return result, replace(state, crs_hold_count=result.hold_count)
     new = replace(
         state,
         crs_hold_count=after.hold_count,
@@ -108,11 +111,18 @@ def decide(
     options: BalancerOptions | None,
     state: BalancerState,
     now: float,
+    *,
+    carry_out: bool = True,
 ) -> tuple[RoundResult, BalancerState]:
-    """Decide one round; returns the result and the state for the next round."""
+    """Decide one round; returns the result and the state for the next round.
+
+    ``carry_out=False`` (recommend-only service, or a move set that will not be executed):
+    the moves are not recorded as in flight and start no cooldown, and the trigger counters
+    are not reset, so the next round on an unchanged cluster recommends the same plan again.
+    """
     opts = BalancerOptions.from_crs(snapshot.crs) if options is None else options
     if opts.crs_compatible:
-        return _decide_crs(snapshot, opts, state)
+        return _decide_crs(snapshot, opts, state, carry_out)
     clock = _Clock()
     problems = opts.validate()
     if problems:
@@ -193,10 +203,11 @@ def decide(
             f"{len(moves)} move(s), {gib:.1f} GiB, ~{seconds:.0f} s of migration"
         )
 
-    new_flights, new_cooldowns = record(moves, now, opts.cooldown_seconds, flights)
+    committed = moves if carry_out else []
+    new_flights, new_cooldowns = record(committed, now, opts.cooldown_seconds, flights)
     new_state = BalancerState(
-        hold_count=0 if moves else trigger.hold_count,
-        overload_counts={} if moves else trigger.overload_counts,
+        hold_count=0 if committed else trigger.hold_count,
+        overload_counts={} if committed else trigger.overload_counts,
         cooldowns={**cooldowns, **new_cooldowns},
         in_flight=new_flights,
         active=bool(moves) and after > opts.stop_level and opts.method != "consolidate",

@@ -49,6 +49,7 @@ class RoundRunner:
     """None: follow the cluster's own CRS settings (datacenter.cfg) every round."""
     state: BalancerState = field(default_factory=BalancerState)
     automation_enabled: bool = False
+    """Moves are carried out (by ``on_result``): they are then tracked in flight."""
     clock: Callable[[], float] = time.time
     on_result: Callable[[Snapshot, RoundResult], None] | None = None
     """Called after a successful round (e.g. the actuator, or the demo's live summary)."""
@@ -62,7 +63,13 @@ class RoundRunner:
         started = time.perf_counter()
         try:
             snapshot = self.collect()
-            result, self.state = decide(snapshot, self.options, self.state, snapshot.timestamp)
+            result, self.state = decide(
+                snapshot,
+                self.options,
+                self.state,
+                snapshot.timestamp,
+                carry_out=self.automation_enabled,
+            )
         except Exception as error:  # one bad round must not stop the service
             duration = time.perf_counter() - started
             log.exception("round failed")

@@ -119,3 +119,32 @@ def test_every_method_is_a_registered_strategy() -> None:
 def test_options_json_round_trip() -> None:
     opts = options(exclude_tags=["x"], pair_bandwidth_gib_s={"a:b": 2.0})
     assert type(opts).from_json(json.loads(json.dumps(opts.to_json()))) == opts
+
+
+@pytest.mark.parametrize("crs_compatible", [False, True])
+def test_recommend_only_rounds_keep_recommending_the_same_plan(crs_compatible: bool) -> None:
+    snap = skewed()
+    snap.crs = Crs(ha="dynamic", auto_rebalance=True, threshold=10.0, hold_duration=1)
+    opts = options(crs_compatible=crs_compatible, hold_duration=1)
+    state = BalancerState()
+    plans = []
+    for now in (1000.0, 1010.0, 1020.0):
+        result, state = decide(snap, opts, state, now, carry_out=False)
+        plans.append([(m.sid, m.source, m.target) for m in result.moves])
+        assert state.in_flight == {}
+        assert state.crs_in_flight == {}
+        assert state.cooldowns == {}
+    assert plans[0] != []
+    assert plans[0] == plans[1] == plans[2]
+
+
+@pytest.mark.parametrize("crs_compatible", [False, True])
+def test_carried_out_moves_are_in_flight_and_not_repeated(crs_compatible: bool) -> None:
+    snap = skewed()
+    snap.crs = Crs(ha="dynamic", auto_rebalance=True, threshold=10.0, hold_duration=1)
+    opts = options(crs_compatible=crs_compatible, hold_duration=1)
+    first, state = decide(snap, opts, BalancerState(), 1000.0)
+    assert first.moves
+    assert state.in_flight or state.crs_in_flight
+    second, _ = decide(snap, opts, state, 1010.0)
+    assert second.moves == []
