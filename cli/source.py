@@ -42,6 +42,8 @@ def snapshot_from_args(args: argparse.Namespace) -> Snapshot:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CommandError(f"cannot read snapshot {path}: {error}") from error
     options = collect_options(args)
+    if not args.root.is_dir():
+        raise CommandError(f"/etc/pve root {str(args.root)!r} does not exist or is not a dir")
     if not args.rrd_dir.is_dir():
         raise CommandError(f"RRD directory {str(args.rrd_dir)!r} does not exist")
     try:
