@@ -85,23 +85,34 @@ def parse_vmlist(
         return {}, findings
     entries: dict[int, VmListEntry] = {}
     for key, raw in ids.items():
-        where = f"{source}:{key}"
-        if not str(key).isdigit():
-            findings.append(finding("config-bad-value", where, f"bad vmid {key!r}, skipped"))
-            continue
-        if not isinstance(raw, dict):
-            findings.append(finding("config-bad-value", where, "entry is not an object, skipped"))
-            continue
-        node, guest_type = raw.get("node"), raw.get("type")
-        if not isinstance(node, str) or not node:
-            findings.append(finding("config-bad-value", where, f"bad node {node!r}, skipped"))
-            continue
-        if guest_type not in ("qemu", "lxc"):
-            findings.append(finding("config-bad-value", where, f"bad type {guest_type!r}, skipped"))
-            continue
-        vmid = int(key)
-        entries[vmid] = VmListEntry(vmid, node, guest_type, _int_or_none(raw.get("version")))
+        # JSON object keys are strings. isdecimal, not isdigit: int() rejects "²".
+        if key.isdecimal() and isinstance(raw, dict):
+            node, guest_type = raw.get("node"), raw.get("type")
+            if isinstance(node, str) and node and guest_type in ("qemu", "lxc"):
+                vmid = int(key)
+                version = raw.get("version")
+                # _int_or_none inlined; JSON yields no int subclass but bool
+                entries[vmid] = VmListEntry(
+                    vmid, node, guest_type, version if type(version) is int else None
+                )
+                continue
+        _bad_vmlist_entry(key, raw, f"{source}:{key}", findings)
     return entries, findings
+
+
+def _bad_vmlist_entry(key: str, raw: object, where: str, findings: list[Finding]) -> None:
+    """The finding for the first defect of a .vmlist entry that ``parse_vmlist`` skips."""
+    if not key.isdecimal():
+        findings.append(finding("config-bad-value", where, f"bad vmid {key!r}, skipped"))
+        return
+    if not isinstance(raw, dict):
+        findings.append(finding("config-bad-value", where, "entry is not an object, skipped"))
+        return
+    node, guest_type = raw.get("node"), raw.get("type")
+    if not isinstance(node, str) or not node:
+        findings.append(finding("config-bad-value", where, f"bad node {node!r}, skipped"))
+        return
+    findings.append(finding("config-bad-value", where, f"bad type {guest_type!r}, skipped"))
 
 
 def parse_members(text: str, source: str = ".members") -> tuple[Members, list[Finding]]:

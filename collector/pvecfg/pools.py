@@ -50,7 +50,7 @@ def parse_pools(text: str, source: str = "user.cfg") -> tuple[dict[str, PoolConf
         for item in (part.strip() for part in fields[3].split(",")):
             if not item:
                 continue
-            if not item.isdigit():
+            if not item.isdecimal():  # isdigit() would accept "²", which int() rejects
                 findings.append(
                     finding("config-bad-value", where, f"pool '{name}': bad vmid {item!r} ignored")
                 )

@@ -45,7 +45,7 @@ def parse_section_config(text: str, source: str) -> tuple[list[Section], list[Fi
     seen_ids: dict[tuple[str, str], int] = {}
     current: Section | None = None
     for number, line in enumerate(text.splitlines(), start=1):
-        if _COMMENT.match(line):
+        if "#" in line and _COMMENT.match(line):
             continue
         if not line:
             current = None
