@@ -16,6 +16,7 @@ from pathlib import Path
 
 from balancer.options import BalancerOptions
 from cli.service import RoundRunner, start_schedule
+from collector.pvecfg.guestcache import GuestConfigCache
 from collector.pvecfg.tree import read_tree
 from collector.snapshot_builder import CollectOptions, build_snapshot
 from exporters.http import ExporterServer, ServerConfig
@@ -25,13 +26,16 @@ from model.plan import RoundResult
 from simulator.cluster import SimulatedCluster, simulate_cluster
 
 
-def simulated_collector(cluster: SimulatedCluster, step_s: int) -> Snapshot:
+def simulated_collector(
+    cluster: SimulatedCluster, step_s: int, cache: GuestConfigCache | None = None
+) -> Snapshot:
     """Advance the simulated cluster one step, then collect it from its files."""
     cluster.advance(step_s)
     return build_snapshot(
         cluster.etc_root,
         cluster.rrd_root,
         CollectOptions(now=cluster.now, status_dump=cluster.dump_path),
+        cache=cache,
     )
 
 
@@ -52,6 +56,7 @@ def serve_simulated(args: argparse.Namespace, out: Path) -> int:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     cluster = simulate_cluster(out, args.nodes, args.guests, days=1, seed=args.seed)
     publisher = RoundPublisher()
+    cache = GuestConfigCache()
     done = threading.Event()
     rounds = 0
 
@@ -65,7 +70,7 @@ def serve_simulated(args: argparse.Namespace, out: Path) -> int:
             done.set()
 
     runner = RoundRunner(
-        collect=lambda: simulated_collector(cluster, args.sim_step),
+        collect=lambda: simulated_collector(cluster, args.sim_step, cache),
         publisher=publisher,
         options=BalancerOptions.from_crs(cluster_crs(cluster), method="greedy", scope="all"),
         automation_enabled=args.apply_moves,

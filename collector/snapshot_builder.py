@@ -20,6 +20,7 @@ from typing import Any
 
 import polars as pl
 
+from collector.pvecfg.guestcache import GuestConfigCache
 from collector.pvecfg.guestconf import GuestConfig
 from collector.pvecfg.tree import PveTree, read_tree
 from collector.rrd import DEFAULT_RRD_ROOT, read_series
@@ -50,12 +51,20 @@ class CollectOptions:
 
 
 def build_snapshot(
-    root: Path, rrd_root: Path = DEFAULT_RRD_ROOT, options: CollectOptions | None = None
+    root: Path,
+    rrd_root: Path = DEFAULT_RRD_ROOT,
+    options: CollectOptions | None = None,
+    *,
+    cache: GuestConfigCache | None = None,
 ) -> Snapshot:
-    """Collect the cluster under ``root`` (an /etc/pve tree) and ``rrd_root`` (RRD files)."""
+    """Collect the cluster under ``root`` (an /etc/pve tree) and ``rrd_root`` (RRD files).
+
+    A service passes the same ``cache`` every round, so unchanged config files are only
+    stat()ed, not parsed again.
+    """
     options = options or CollectOptions()
     now = int(time.time()) if options.now is None else options.now
-    tree = read_tree(root)
+    tree = read_tree(root, cache=cache)
     findings: list[Finding] = list(tree.findings)
 
     status = _guest_status_from_dump(options.status_dump, findings)
