@@ -128,34 +128,41 @@ def cv_squared_after_moves(
     src_old = dev[src]
     s1_base = dev_sum + (src_new - src_old)
     s2_base = dev_sq + (src_new - src_old) * (src_new + src_old)
-    if runs is not None:
-        lengths = np.diff(np.append(runs, k))
-        s1_base = np.repeat(s1_base, lengths)
-        s2_base = np.repeat(s2_base, lengths)
 
-    # In-place arithmetic: this is the hot loop over every candidate.
-    shift = np.multiply(dcpu, half_inv_cpu[target])
-    shift += np.multiply(dmem, half_inv_mem[target])
-    s2 = (2.0 * dev)[target]
+    # The hot loop over every candidate: gathers from per-node tables into reused buffers
+    # (mode="clip" lets np.take write straight into ``out``), everything else in place.
+    shift, s2, s1 = np.empty((3, k), dtype=np.float64)
+    np.take(half_inv_cpu, target, out=shift, mode="clip")
+    shift *= dcpu
+    np.take(half_inv_mem, target, out=s1, mode="clip")
+    s1 *= dmem
+    shift += s1
+    np.take(2.0 * dev, target, out=s2, mode="clip")
     s2 += shift
     s2 *= shift
-    s2 += s2_base
-    s1 = np.add(s1_base, shift, out=shift)
-    s2_max = float(np.abs(s2).max())
+    if runs is None:
+        s2 += s2_base
+        np.add(s1_base, shift, out=s1)
+    else:
+        run_of = np.repeat(np.arange(runs.size, dtype=np.int64), np.diff(np.append(runs, k)))
+        np.take(s2_base, run_of, out=s1, mode="clip")
+        s2 += s1
+        np.take(s1_base, run_of, out=s1, mode="clip")
+        s1 += shift
+    s2_max = max(float(s2.max()), -float(s2.min()))
     s2 *= n
-    s1_sq = np.multiply(s1, s1)
+    s1_sq = np.multiply(s1, s1, out=shift)
     s2 -= s1_sq
+    s1_sq_max = float(s1_sq.max())
     s1 += n * centre
     total_min = float(s1.min())
     s1 *= s1
     if total_min <= 0.0:
         cv_sq = np.zeros(k, dtype=np.float64)
         np.divide(s2, s1, out=cv_sq, where=s1 > 0)
-    else:
-        cv_sq = np.divide(s2, s1, out=s2)
-    if total_min <= 0.0:
         return cv_sq, float("inf")
-    bound = ROUNDING_SLACK * (n * (s2_max + dev_sq) + float(s1_sq.max())) / (total_min * total_min)
+    cv_sq = np.divide(s2, s1, out=s2)
+    bound = ROUNDING_SLACK * (n * (s2_max + dev_sq) + s1_sq_max) / (total_min * total_min)
     return cv_sq, bound
 
 

@@ -13,12 +13,22 @@ Semantics (pve-ha-manager ``PVE::HA::Rules``, ``Rules/NodeAffinity.pm``,
   members of a group are in more than one node-affinity rule, the group's positive rules and
   those node-affinity rules are dropped (as in ``inconsistent-node-resource-affinity-rules``);
   a group inherits the node-affinity rule of any member (``infer-node-affinity-for-positive``);
-- a negative rule with two members in the same bundle is contradictory and dropped.
+- a negative rule with two members in the same bundle is contradictory and dropped;
+- (checked before grouping) a negative rule whose members in node-affinity rules are
+  restricted by those rules to fewer nodes (the union of their listed nodes) than such
+  members: the negative rule and those node-affinity rules are dropped (PVE ``Rules.pm``
+  ``check_negative_resource_affinity_node_affinity_consistency``, case 4 of
+  ``inconsistent-node-resource-affinity-rules.cfg``; PVE counts strict and non-strict
+  node-affinity rules alike, and so do we).
 
 Every dropped rule becomes a :class:`model.Finding` naming the rule id; the rest still applies.
-Not reproduced: PVE's check that a negative rule's members are not restricted by strict
-node affinity to fewer nodes than members (``vm401`` case); it is left to the candidates'
-blocked-node masks.
+The checks run one after the other on the surviving rules (PVE runs them all on the same set).
+Not reproduced: PVE's ``check_single_priority_node_affinity_in_resource_affinity_rules``
+(resource-affinity members in a node-affinity rule with several priorities).
+
+Every rule is flattened once into index arrays (members, nodes, priorities); the checks,
+the positive groups (``scipy.sparse.csgraph.connected_components``) and the node masks are
+array operations, so only reported rules cost per-rule Python work.
 
 Node affinity per bundle: a strict rule allows only its listed nodes; the *preferred* nodes are
 the usable (online, not in maintenance) listed nodes of the highest priority present; a
@@ -30,7 +40,8 @@ lexicographically smallest sid, which is the sid PVE's tie-break compares.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
+from operator import attrgetter, itemgetter
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -79,12 +90,46 @@ _KIND_NODE, _KIND_POS, _KIND_NEG, _KIND_OTHER = 0, 1, 2, 3
 _RA_KIND = {"positive": _KIND_POS, "negative": _KIND_NEG}
 
 
-def _kind(rule: Rule) -> int:
-    if rule.type == "node-affinity":
-        return _KIND_NODE
-    if rule.type == "resource-affinity":
-        return _RA_KIND.get(rule.affinity or "", _KIND_OTHER)
-    return _KIND_OTHER
+_KIND_OF = {
+    **{("node-affinity", a): _KIND_NODE for a in (None, "positive", "negative")},
+    ("resource-affinity", "positive"): _KIND_POS,
+    ("resource-affinity", "negative"): _KIND_NEG,
+}
+_TYPE_AFFINITY = attrgetter("type", "affinity")
+_RESOURCES = attrgetter("resources")
+
+
+def _or_empty(nodes: dict[str, int] | None) -> dict[str, int]:
+    return {} if nodes is None else nodes
+
+
+def _unique(keys: I64) -> I64:
+    """Sorted distinct values (a sort and a compare: np.unique's hash path is slower here)."""
+    ordered = np.sort(keys)
+    if ordered.size < 2:
+        return ordered
+    keep = np.empty(ordered.size, dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def _unique_counts(keys: I64) -> tuple[I64, I64]:
+    """Sorted distinct values and how often each occurs."""
+    ordered = np.sort(keys)
+    keep = np.ones(ordered.size, dtype=np.bool_)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    starts = np.flatnonzero(keep)
+    return ordered[starts], np.diff(np.append(starts, ordered.size))
+
+
+def _first_of_each(keys: I64) -> I64:
+    """Position of the first occurrence of each distinct value, in value order."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    keep = np.ones(ordered.size, dtype=np.bool_)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return order[keep]
 
 
 def _expand(starts: I64, counts: I64) -> I64:
@@ -110,33 +155,40 @@ class _Resolver:
         enabled = [rule for rule in rules if not rule.disable]
         self.rules = enabled
         r = len(enabled)
-        self.ids = [rule.id for rule in enabled]
-        self.kind = np.fromiter(map(_kind, enabled), dtype=np.int64, count=r)
+        self.ids: list[str] = list(map(attrgetter("id"), enabled))
+        self.kind = np.fromiter(
+            map(_KIND_OF.get, map(_TYPE_AFFINITY, enabled), repeat(_KIND_OTHER)),
+            dtype=np.int64,
+            count=r,
+        )
         sid_index = c.sid_index() if enabled else {}
         node_index = c.node_index()
         m = c.n_guests
 
         # Members: flatten, map to guest indices, keep known HA ones, first occurrence per rule.
-        lens = np.fromiter(map(len, (rule.resources for rule in enabled)), np.int64, count=r)
-        flat = list(chain.from_iterable(rule.resources for rule in enabled))
+        lens = np.fromiter(map(len, map(_RESOURCES, enabled)), np.int64, count=r)
+        flat: list[str] = list(chain.from_iterable(map(_RESOURCES, enabled)))
         gidx = np.fromiter(map(sid_index.get, flat, repeat(-1)), np.int64, count=len(flat))
         entry_rule = np.repeat(np.arange(r, dtype=np.int64), lens)
         known = gidx >= 0
         is_ha = known.copy()
         is_ha[known] = c.guest_ha[gidx[known]]
         ok = np.flatnonzero(is_ha)
-        _, first = np.unique(entry_rule[ok] * max(m, 1) + gidx[ok], return_index=True)
-        ok = ok[np.sort(first)]
+        ok = ok[np.sort(_first_of_each(entry_rule[ok] * max(m, 1) + gidx[ok]))]
         v_rule, v_guest = entry_rule[ok], gidx[ok]
         count = np.bincount(v_rule, minlength=r)
 
         # Node-affinity nodes: flatten the node dicts of node-affinity rules once.
         na = np.flatnonzero(self.kind == _KIND_NODE)
-        node_dicts = [enabled[i].nodes or {} for i in na.tolist()]
+        node_dicts = (
+            list(map(_or_empty, map(attrgetter("nodes"), itemgetter(*na.tolist())(enabled))))
+            if na.size > 1
+            else [_or_empty(enabled[i].nodes) for i in na.tolist()]
+        )
         n_lens = np.fromiter(map(len, node_dicts), np.int64, count=na.size)
         names = list(chain.from_iterable(node_dicts))
         prios = np.fromiter(
-            chain.from_iterable(d.values() for d in node_dicts), np.int64, count=len(names)
+            chain.from_iterable(map(dict.values, node_dicts)), np.int64, count=len(names)
         )
         nidx = np.fromiter(map(node_index.get, names, repeat(-1)), np.int64, count=len(names))
         n_rule_all = np.repeat(na, n_lens)
@@ -265,17 +317,24 @@ class _Resolver:
         located = paired >= 0
         neg, na = neg_rules[located], paired[located]
         n_located = np.bincount(neg, minlength=r)
-        pairs = np.unique(neg * r + na)
+        pairs = _unique(neg * r + na)
         pair_neg, pair_na = pairs // r, pairs % r
         # Nodes of each node-affinity rule (entries are grouped by rule, in rule order).
         node_start = np.searchsorted(self.n_rule, pair_na, side="left")
         node_count = np.searchsorted(self.n_rule, pair_na, side="right") - node_start
-        nodes = self.n_node[_expand(node_start, node_count)]
-        owner = np.repeat(pair_neg, node_count)
+        # The union has at least as many nodes as the widest paired rule: only the negative
+        # rules with more located members than that need the exact union.
+        widest = np.zeros(r, dtype=np.int64)
+        np.maximum.at(widest, pair_neg, node_count)
+        maybe = n_located > widest
+        if not maybe.any():
+            return
+        sel = maybe[pair_neg]
+        nodes = self.n_node[_expand(node_start[sel], node_count[sel])]
+        owner = np.repeat(pair_neg[sel], node_count[sel])
         n = max(self.c.n_nodes, 1)
-        allowed = np.bincount(np.unique(owner * n + nodes) // n, minlength=r)
-        short = n_located > allowed
-        short[n_located == 0] = False
+        allowed = np.bincount(_unique(owner * n + nodes) // n, minlength=r)
+        short = maybe & (n_located > allowed)
         if not short.any():
             return
         bad_pairs = short[pair_neg]
@@ -297,7 +356,7 @@ class _Resolver:
         neg = np.repeat(neg_rules, hits)
         pos = rule_by_guest[_expand(lo, hits)]
         r = len(self.rules)
-        keys, shared = np.unique(neg * r + pos, return_counts=True)
+        keys, shared = _unique_counts(neg * r + pos)
         both = keys[shared >= 2]
         if both.size:
             self.drop_sorted(
@@ -321,7 +380,7 @@ class _Resolver:
     def check_group_node_affinity(self, labels: I64) -> bool:
         na_rules, na_guests = self.entries(_KIND_NODE)
         r = len(self.rules)
-        pairs = np.unique(labels[na_guests] * r + na_rules)
+        pairs = _unique(labels[na_guests] * r + na_rules)
         groups = pairs // r
         per_group = np.bincount(groups, minlength=self.c.n_guests)
         conflicted = per_group > 1
@@ -334,7 +393,7 @@ class _Resolver:
                 rule, "rule-group-node-affinity", "resources are in several node-affinity rules"
             )
         bad = conflicted[groups]
-        for group in np.unique(groups[bad]).tolist():
+        for group in _unique(groups[bad]).tolist():
             self.drop_sorted(
                 pairs[groups == group] % r,
                 "rule-group-node-affinity",
@@ -346,7 +405,7 @@ class _Resolver:
         neg_rules, neg_guests = self.entries(_KIND_NEG)
         r = len(self.rules)
         m = max(self.c.n_guests, 1)
-        distinct = np.bincount(np.unique(neg_rules * m + labels[neg_guests]) // m, minlength=r)
+        distinct = np.bincount(_unique(neg_rules * m + labels[neg_guests]) // m, minlength=r)
         clash = np.bincount(neg_rules, minlength=r) > distinct
         for rule in np.flatnonzero(clash).tolist():
             self.drop(
@@ -361,10 +420,15 @@ class _Resolver:
         k = rule_ids.size
         row_of = np.full(len(self.rules), -1, dtype=np.int64)
         row_of[rule_ids] = np.arange(k)
-        live = row_of[self.n_rule] >= 0
-        row, node, prio = row_of[self.n_rule[live]], self.n_node[live], self.n_prio[live]
+        row = row_of[self.n_rule]
+        node, prio = self.n_node, self.n_prio
+        live = row >= 0
+        if not live.all():
+            row, node, prio = row[live], node[live], prio[live]
         strict = np.fromiter(
-            (bool(self.rules[i].strict) for i in rule_ids.tolist()), np.bool_, count=k
+            map(attrgetter("strict"), map(self.rules.__getitem__, rule_ids.tolist())),
+            np.bool_,
+            count=k,
         )
         allow = np.ones((k, n), dtype=np.bool_)
         allow[strict] = False
@@ -372,7 +436,11 @@ class _Resolver:
         allow[row[on_strict], node[on_strict]] = True
         usable = c.node_usable[node]
         top = np.full(k, np.iinfo(np.int64).min, dtype=np.int64)
-        np.maximum.at(top, row[usable], prio[usable])
+        u_row, u_prio = row[usable], prio[usable]
+        if u_row.size:
+            # Entries are grouped by row: a segmented maximum.
+            starts = np.flatnonzero(np.diff(u_row, prepend=-1) != 0)
+            top[u_row[starts]] = np.maximum.reduceat(u_prio, starts)
         pref = np.zeros((k, n), dtype=np.bool_)
         best = usable & (prio == top[row])
         pref[row[best], node[best]] = True
@@ -397,12 +465,14 @@ def resolve_rules(rules: list[Rule], c: ClusterArrays) -> RuleSet:
     r.check_negative_within_bundle(labels)
 
     # Bundle ids in order of each bundle's first guest, then CSR membership.
-    _, first, bundle_of = np.unique(labels, return_index=True, return_inverse=True)
+    # (connected_components labels are dense, 0 .. count-1.)
+    b = int(labels.max()) + 1 if labels.size else 0
+    first = np.full(b, labels.size, dtype=np.int64)
+    np.minimum.at(first, labels, np.arange(labels.size, dtype=np.int64))
     order = np.argsort(first, kind="stable")
     remap = np.empty_like(order)
     remap[order] = np.arange(order.size)
-    bundle_of = remap[bundle_of].astype(np.int64)
-    b = int(order.size)
+    bundle_of = remap[labels].astype(np.int64)
     bundle_guests = np.argsort(bundle_of, kind="stable").astype(np.int64)
     bundle_ptr = np.zeros(b + 1, dtype=np.int64)
     np.cumsum(np.bincount(bundle_of, minlength=b), out=bundle_ptr[1:])
@@ -437,14 +507,14 @@ def resolve_rules(rules: list[Rule], c: ClusterArrays) -> RuleSet:
         neg_partner=both[1].astype(np.int64),
         constrained=constrained,
         findings=r.findings,
-        applied_rules=sorted(r.ids[i] for i in np.flatnonzero(r.alive).tolist()),
+        applied_rules=sorted(compress(r.ids, r.alive.tolist())),
     )
 
 
 def _negative_pairs(rules: I64, bundles: I64, n_bundles: int) -> I64:
     """[2, p] sorted distinct (bundle, partner) pairs of distinct bundles sharing a rule."""
     b = max(n_bundles, 1)
-    keys = np.unique(rules * b + bundles)
+    keys = _unique(rules * b + bundles)
     rule, bundle = keys // b, keys % b
     starts = np.flatnonzero(np.diff(rule, prepend=-1) != 0)
     sizes = np.diff(np.append(starts, rule.size))
@@ -454,7 +524,7 @@ def _negative_pairs(rules: I64, bundles: I64, n_bundles: int) -> I64:
     partner = _expand(first_of, size_of)
     a, p = bundle[mine], bundle[partner]
     distinct = a != p
-    pairs = np.unique(a[distinct] * b + p[distinct])
+    pairs = _unique(a[distinct] * b + p[distinct])
     return np.stack([pairs // b, pairs % b]).astype(np.int64).reshape(2, -1)
 
 

@@ -101,7 +101,12 @@ def select_bruteforce(
         runs,
     )
     keep = min(limit, k)
-    kth = float(np.partition(cv_sq, keep - 1)[keep - 1]) if keep < k else float(cv_sq.max())
+    if keep == 1:
+        kth = float(cv_sq.min())
+    elif keep < k:
+        kth = float(np.partition(cv_sq, keep - 1)[keep - 1])
+    else:
+        kth = float(cv_sq.max())
     bound = max(kth, 0.0) + slack
     # Values within 1e-15 of each other in imbalance can truncate to the same 15 digits.
     trunc_slack = 2.0 * math.sqrt(bound * (state.cpu.size - 1)) * 2e-15 + 1e-29 * state.cpu.size
@@ -147,49 +152,68 @@ def _runs(cands: Candidates) -> tuple[I64, I64]:
     return starts, np.diff(np.append(starts, len(cands)))
 
 
-def _criteria_columns(state: NodeState, cands: Candidates) -> list[F64]:
-    """The four post-move criteria as separate columns (see :func:`topsis_criteria`)."""
+def _criteria_excess(state: NodeState, cands: Candidates) -> F64:
+    """[4, k] post-move criteria minus 1: RMS cpu load, max cpu load, RMS mem, max mem.
+
+    Only the source and the target change: per bundle (a run of consecutive candidates) the
+    source's new load, the sum of squared loads without the source's old one, and the highest
+    load of the other nodes (from the top 3 of the current state, skipping the source) are
+    computed once; per candidate the target's new load is gathered from per-node tables and
+    the run's values are gathered through a run index. All per-candidate work is in place.
+    """
     n = state.cpu.size
+    k = len(cands)
     starts, lengths = _runs(cands)
     source = cands.source[starts]
     target = cands.target
-    columns: list[F64] = []
-    for used, cap, delta in (
-        (state.cpu, state.maxcpu, cands.cpu),
-        (state.mem, state.maxmem, cands.mem),
+    run_of = np.repeat(np.arange(starts.size, dtype=np.int64), lengths)
+    # One block for the four columns and two scratch rows.
+    block = np.empty((6, k), dtype=np.float64)
+    out = block[:4]
+    scratch = block[4]
+    at_scratch = block[5].view(np.int64)
+    hit = np.empty(k, dtype=np.bool_)
+    for col, (used, cap, delta) in enumerate(
+        ((state.cpu, state.maxcpu, cands.cpu), (state.mem, state.maxmem, cands.mem))
     ):
         inv = _ratio(np.ones(n), cap)
         loads = used * inv
+        squared = loads * loads
         order = np.argsort(-loads, kind="stable")[:3]
         top = np.concatenate([loads[order], np.zeros(3 - order.size)])
         top_at = np.concatenate([order, np.full(3 - order.size, -1)])
-        # Per bundle: the source after the move, and the two highest other nodes.
+        # Per run: the source after the move, and the two highest other nodes.
         src_new = np.maximum(used[source] - delta[starts], 0.0) * inv[source]
         first = np.where(top_at[0] == source, top[1], top[0])
         first_at = np.where(top_at[0] == source, top_at[1], top_at[0])
         second = np.where((top_at[0] == source) | (top_at[1] == source), top[2], top[1])
-        first = np.maximum(first, src_new)
-        second = np.maximum(second, src_new)
-        squares = float((loads * loads).sum()) - loads[source] ** 2 + src_new**2
+        np.maximum(first, src_new, out=first)
+        np.maximum(second, src_new, out=second)
+        squares = float(squared.sum()) - squared[source] + src_new * src_new
 
-        tgt_new = np.multiply(delta, inv[target])
-        tgt_new += loads[target]
-        total = np.repeat(squares, lengths)
-        total -= (loads * loads)[target]
-        total += tgt_new * tgt_new
-        np.maximum(total, 0.0, out=total)
-        total *= 1.0 / n
-        rms = np.sqrt(total, out=total)
-        rms += 1.0
-        highest = np.where(
-            target == np.repeat(first_at, lengths),
-            np.repeat(second, lengths),
-            np.repeat(first, lengths),
-        )
-        np.maximum(highest, tgt_new, out=highest)
-        highest += 1.0
-        columns += [rms, highest]
-    return columns
+        rms, high = out[2 * col], out[2 * col + 1]
+        # Target's new load into `high`: loads[t] + delta * inv[t].
+        np.take(inv, target, out=scratch, mode="clip")
+        scratch *= delta
+        np.take(loads, target, out=high, mode="clip")
+        high += scratch
+        # Sum of squares: run's sum - loads[t]^2 + new^2, then RMS.
+        np.take(squared, target, out=rms, mode="clip")
+        np.multiply(high, high, out=scratch)
+        scratch -= rms
+        np.take(squares, run_of, out=rms, mode="clip")
+        rms += scratch
+        np.maximum(rms, 0.0, out=rms)
+        rms *= 1.0 / n
+        np.sqrt(rms, out=rms)
+        # Highest load: the run's highest other node, unless the target is that node.
+        np.take(first, run_of, out=scratch, mode="clip")
+        np.take(first_at, run_of, out=at_scratch, mode="clip")
+        np.equal(at_scratch, target, out=hit)
+        on_first = np.flatnonzero(hit)
+        scratch[on_first] = second[run_of[on_first]]
+        np.maximum(high, scratch, out=high)
+    return out
 
 
 def topsis_criteria(state: NodeState, cands: Candidates) -> F64:
@@ -199,7 +223,9 @@ def topsis_criteria(state: NodeState, cands: Candidates) -> F64:
     """
     if len(cands) == 0:
         return np.zeros((0, 4), dtype=np.float64)
-    return np.stack(_criteria_columns(state, cands), axis=1)
+    excess = _criteria_excess(state, cands)
+    excess += 1.0
+    return np.ascontiguousarray(excess.T)
 
 
 def _topsis_criteria_exact(state: NodeState, cands: Candidates, rows: I64) -> F64:
@@ -226,33 +252,47 @@ def select_topsis(
     k = len(cands)
     if k == 0 or limit <= 0:
         return []
-    columns = _criteria_columns(state, cands)
+    excess = _criteria_excess(state, cands)
     w = TOPSIS_WEIGHTS / TOPSIS_WEIGHTS.sum()
-    norms = np.sqrt(np.array([float(np.square(col).sum()) for col in columns]))
-    lows = np.array([float(col.min()) for col in columns])
-    highs = np.array([float(col.max()) for col in columns])
-    # d+^2 = sum c_j (a_j - min_j)^2 and d-^2 = sum c_j (a_j - max_j)^2 with c_j = (w_j/N_j)^2,
-    # expanded as d-^2 = d+^2 - 2 sum c_j R_j (a_j - min_j) + sum c_j R_j^2, R_j = max_j - min_j.
+    # Criterion a = 1 + f: sum a^2 = k + 2 sum f + sum f^2, min/max a = 1 + min/max f.
+    f_sum = excess.sum(axis=1)
+    f_sq = np.einsum("ij,ij->i", excess, excess)
+    norms = np.sqrt(k + 2.0 * f_sum + f_sq)
+    f_lo, f_hi = excess.min(axis=1), excess.max(axis=1)
+    lows, highs = 1.0 + f_lo, 1.0 + f_hi
+    # d+^2 = sum c_j x_j^2 and d-^2 = sum c_j (R_j - x_j)^2 with x_j = f_j - min f_j,
+    # c_j = (w_j/N_j)^2, R_j = max_j - min_j: d-^2 = d+^2 - 2 sum c_j R_j x_j + sum c_j R_j^2.
     scale = (w / norms) ** 2
-    spread = highs - lows
-    d_best = np.zeros(k)
-    cross = np.zeros(k)
-    for j, col in enumerate(columns):
-        col -= lows[j]
-        cross += (scale[j] * spread[j]) * col
-        col *= col
-        d_best += scale[j] * col
-    d_worst = d_best - 2.0 * cross
+    spread = f_hi - f_lo
+    # Row by row in place (no BLAS: its threads would only spin on this 2-core budget).
+    cross, d_best, scratch = np.empty((3, k))
+    for j in range(4):
+        x = excess[j]
+        x -= f_lo[j]
+        if j == 0:
+            np.multiply(x, scale[j] * spread[j], out=cross)
+        else:
+            np.multiply(x, scale[j] * spread[j], out=scratch)
+            cross += scratch
+        x *= x
+        if j == 0:
+            np.multiply(x, scale[j], out=d_best)
+        else:
+            x *= scale[j]
+            d_best += x
+    d_worst = np.multiply(cross, -2.0, out=cross)
+    d_worst += d_best
     d_worst += float((scale * spread * spread).sum())
     np.maximum(d_worst, 0.0, out=d_worst)
     np.sqrt(d_best, out=d_best)
     np.sqrt(d_worst, out=d_worst)
-    div = d_best + d_worst
-    scores = np.zeros(k)
+    div = np.add(d_best, d_worst, out=scratch)
+    scores = excess[0]
+    scores.fill(0.0)
     np.divide(d_worst, div, out=scores, where=div != 0)
     normalised_lo, normalised_hi = lows / norms, highs / norms
     keep = min(limit, k)
-    bound = float(-np.partition(-scores, keep - 1)[keep - 1])
+    bound = float(scores.max()) if keep == 1 else float(-np.partition(-scores, keep - 1)[keep - 1])
     rows = np.flatnonzero(scores >= bound - 1e-9)
     # Re-score the contenders from exactly computed rows, against the same norms and ideals.
     exact = _topsis_criteria_exact(state, cands, rows) / norms

@@ -120,3 +120,20 @@ def test_truncation_to_15_digits():
     values = np.array([0.7231749488916931, 0.723174948891693])
     assert truncate(values).tolist() == [0.723174948891693, 0.723174948891693]
     assert truncate(np.array([0.1234567890123456789]))[0] == 0.123456789012345
+
+
+def test_static_usage_counts_moves_in_flight_on_both_nodes():
+    snap = three_nodes()
+    moving = snap.guests[0]  # vm:101 on n1, 2 cores / 4 GiB
+    assert moving.ha is not None
+    moving.ha.service_state = "migrate"
+    moving.ha.target = "n3"
+    c = from_snapshot(snap)
+    cpu, mem = node_usage(c, "static")
+    # PVE::HA::Usage::get_used_service_nodes: migrate/relocate load source and target
+    assert cpu.tolist() == [2 + 4, 4, 2]
+    assert mem.tolist() == [6 * GIB, 8 * GIB, 4 * GIB]
+    # a settled service with a leftover target is counted once
+    moving.ha.service_state = "started"
+    cpu, _ = node_usage(from_snapshot(snap), "static")
+    assert cpu.tolist() == [2 + 4, 4, 0]

@@ -1,10 +1,12 @@
 """HA rule resolution: every rule kind, invalid-rule reporting, bundles and node masks."""
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from balancer.cluster import from_snapshot
 from balancer.rules import blocked_nodes, bundle_nodes, resolve_rules
-from bench.synthetic import GIB, make_guest, make_node
+from bench.synthetic import GIB, make_guest, make_node, synthetic_arrays
 from model import Rule, Snapshot
 
 
@@ -196,3 +198,240 @@ def test_split_partner_group_blocks_every_member_node():
     assert row(with_members[bundle_of(c, rs, "vm:100")]) == ["n2", "n3"]
     leader_only = blocked_nodes(rs, bundle_nodes(rs, c.guest_node))
     assert row(leader_only[bundle_of(c, rs, "vm:100")]) == ["n2"]
+
+
+def test_negative_rule_restricted_to_fewer_nodes_than_members_is_dropped():
+    # pve-ha-manager rules_cfgs/inconsistent-node-resource-affinity-rules.cfg, cases 2 and 4
+    rules = [
+        Rule("vm100-on-n1", "node-affinity", ["vm:100"], nodes={"n1": 0}, strict=True),
+        Rule("vm101-on-n1", "node-affinity", ["vm:101"], nodes={"n1": 0}, strict=True),
+        Rule("apart", "resource-affinity", ["vm:100", "vm:101"], affinity="negative"),
+        Rule("vm102-on-n1", "node-affinity", ["vm:102"], nodes={"n1": 0}, strict=True),
+        Rule("vm103-on-n2", "node-affinity", ["vm:103"], nodes={"n2": 0}, strict=True),
+        Rule("fine", "resource-affinity", ["vm:102", "vm:103"], affinity="negative"),
+    ]
+    c, rs = resolve(rules)
+    assert [(f.kind, f.where) for f in rs.findings] == [
+        ("rule-negative-node-affinity", "rules.cfg rule 'apart'"),
+        ("rule-negative-node-affinity", "rules.cfg rule 'vm100-on-n1'"),
+        ("rule-negative-node-affinity", "rules.cfg rule 'vm101-on-n1'"),
+    ]
+    assert rs.applied_rules == ["fine", "vm102-on-n1", "vm103-on-n2"]
+    assert rs.allowed[bundle_of(c, rs, "vm:100")].all()
+    assert rs.neg_bundle.size == 2
+
+
+# --- property test: the array resolver against a plain per-rule reference -----------------
+
+
+def reference_resolve(rules: list[Rule], c) -> dict:
+    """Plain-Python resolution with the same checks, in the same order."""
+    sid_index, node_index = c.sid_index(), c.node_index()
+    findings: list[tuple[str, str, str]] = []
+    live: dict[str, Rule] = {}
+    members: dict[str, list[int]] = {}
+
+    def where(rule: Rule) -> str:
+        return f"{rule.origin} rule '{rule.id}'"
+
+    def drop(rid: str, kind: str, message: str) -> None:
+        if rid in live:
+            findings.append((kind, where(live.pop(rid)), f"rule dropped: {message}"))
+
+    def of(rtype: str, affinity: str | None = None) -> list[str]:
+        return [r for r, x in live.items() if x.type == rtype and affinity in (None, x.affinity)]
+
+    for rule in rules:
+        if rule.disable:
+            continue
+        if rule.id in live:
+            findings.append(
+                ("rule-duplicate-id", where(rule), "duplicate rule id, later one ignored")
+            )
+            continue
+        guests: list[int] = []
+        for sid in rule.resources:
+            g = sid_index.get(sid)
+            if g is None:
+                findings.append(
+                    ("rule-unknown-resource", where(rule), f"unknown resource {sid} ignored")
+                )
+            elif not c.guest_ha[g]:
+                findings.append(
+                    ("rule-resource-not-ha", where(rule), f"{sid} is not HA-managed, ignored")
+                )
+            elif g not in guests:
+                guests.append(g)
+        if rule.type == "node-affinity":
+            unknown = [n for n in (rule.nodes or {}) if n not in node_index]
+            for n in unknown:
+                findings.append(("rule-unknown-node", where(rule), f"unknown node {n} ignored"))
+            if not guests or len(unknown) == len(rule.nodes or {}):
+                findings.append(
+                    ("rule-ineffective", where(rule), "no known resource or node, ignored")
+                )
+                continue
+        elif len(guests) < 2:
+            findings.append(
+                ("rule-ineffective", where(rule), "fewer than two known resources, ignored")
+            )
+            continue
+        live[rule.id] = rule
+        members[rule.id] = guests
+
+    holders: dict[int, list[str]] = {}
+    for rid in of("node-affinity"):
+        for g in members[rid]:
+            holders.setdefault(g, []).append(rid)
+    for rid in sorted({r for ids in holders.values() if len(ids) > 1 for r in ids}):
+        drop(rid, "rule-multiple-node-affinity", "a resource is in several node-affinity rules")
+    for rid in of("resource-affinity", "negative"):
+        if len(members[rid]) > c.n_nodes:
+            msg = f"{len(members[rid])} resources to keep apart on {c.n_nodes} nodes"
+            drop(rid, "rule-negative-too-many", msg)
+    bad: set[str] = set()
+    for neg in of("resource-affinity", "negative"):
+        for pos in of("resource-affinity", "positive"):
+            if len(set(members[neg]) & set(members[pos])) >= 2:
+                bad |= {neg, pos}
+    for rid in sorted(bad):
+        drop(rid, "rule-affinity-conflict", "positive and negative rule share 2+ resources")
+    bad = set()
+    for neg in of("resource-affinity", "negative"):
+        located: set[int] = set()
+        nodes: set[str] = set()
+        paired = []
+        for na in of("node-affinity"):
+            common = set(members[neg]) & set(members[na])
+            if common:
+                located |= common
+                nodes |= {n for n in (live[na].nodes or {}) if n in node_index}
+                paired.append(na)
+        if len(nodes) < len(located):
+            bad |= {neg, *paired}
+    for rid in sorted(bad):
+        drop(
+            rid,
+            "rule-negative-node-affinity",
+            "resources to keep apart are restricted by node affinity to fewer nodes than resources",
+        )
+
+    def groups() -> list[int]:
+        label = list(range(c.n_guests))
+
+        def find(x: int) -> int:
+            while label[x] != x:
+                x = label[x]
+            return x
+
+        for rid in of("resource-affinity", "positive"):
+            for a, b in zip(members[rid], members[rid][1:], strict=False):
+                ra, rb = find(a), find(b)
+                label[max(ra, rb)] = min(ra, rb)
+        return [find(g) for g in range(c.n_guests)]
+
+    label = groups()
+    rules_of: dict[int, set[str]] = {}
+    for rid in of("node-affinity"):
+        for g in members[rid]:
+            rules_of.setdefault(label[g], set()).add(rid)
+    conflicted = {grp for grp, ids in rules_of.items() if len(ids) > 1}
+    if conflicted:
+        for rid in of("resource-affinity", "positive"):
+            if label[members[rid][0]] in conflicted:
+                drop(
+                    rid, "rule-group-node-affinity", "resources are in several node-affinity rules"
+                )
+        for grp in sorted(conflicted):
+            for rid in sorted(rules_of[grp]):
+                drop(
+                    rid,
+                    "rule-group-node-affinity",
+                    "a positive group spans several node-affinity rules",
+                )
+        label = groups()
+    for rid in of("resource-affinity", "negative"):
+        if len({label[g] for g in members[rid]}) < len(members[rid]):
+            drop(rid, "rule-affinity-conflict", "two resources to keep apart must stay together")
+
+    n = c.n_nodes
+    pref = {g: [bool(x) for x in c.node_usable] for g in range(c.n_guests)}
+    allow = {g: [True] * n for g in range(c.n_guests)}
+    for rid in of("node-affinity"):
+        rule = live[rid]
+        listed = {node_index[k]: p for k, p in (rule.nodes or {}).items() if k in node_index}
+        usable = {k: p for k, p in listed.items() if c.node_usable[k]}
+        top = max(usable.values(), default=None)
+        row_pref = [top is not None and usable.get(i) == top for i in range(n)]
+        if top is None and not rule.strict:
+            row_pref = [bool(x) for x in c.node_usable]
+        row_allow = [not rule.strict or i in listed for i in range(n)]
+        for g in range(c.n_guests):
+            if label[g] in {label[m] for m in members[rid]}:
+                pref[g], allow[g] = row_pref, row_allow
+    apart = set()
+    for rid in of("resource-affinity", "negative"):
+        for a in members[rid]:
+            for b in members[rid]:
+                if label[a] != label[b]:
+                    apart.add((label[a], label[b]))
+    return {
+        "findings": findings,
+        "applied": sorted(live),
+        "groups": label,
+        "pref": pref,
+        "allow": allow,
+        "apart": apart,
+    }
+
+
+@st.composite
+def rule_sets(draw):
+    n_nodes = draw(st.integers(1, 5))
+    n_guests = draw(st.integers(1, 10))
+    sids = [f"vm:{100 + i}" for i in range(n_guests)] + ["vm:999", "ct:5"]
+    names = [f"node{i:04d}" for i in range(n_nodes)] + ["nX"]
+    rules = []
+    for _ in range(draw(st.integers(0, 9))):
+        rid = f"r{draw(st.integers(0, 7))}"
+        res = draw(st.lists(st.sampled_from(sids), max_size=4))
+        disable = draw(st.integers(0, 9)) == 0
+        if draw(st.booleans()):
+            nodes = draw(st.dictionaries(st.sampled_from(names), st.integers(0, 2), max_size=3))
+            strict = draw(st.booleans())
+            rules.append(
+                Rule(rid, "node-affinity", res, nodes=nodes, strict=strict, disable=disable)
+            )
+        else:
+            aff = draw(st.sampled_from(["positive", "negative"]))
+            rules.append(Rule(rid, "resource-affinity", res, affinity=aff, disable=disable))
+    seed = draw(st.integers(0, 1000))
+    unusable = draw(st.integers(0, n_nodes - 1))
+    not_ha = draw(st.lists(st.integers(0, n_guests - 1), max_size=2))
+    return n_nodes, n_guests, seed, unusable, not_ha, rules
+
+
+@settings(max_examples=300, deadline=None)
+@given(rule_sets())
+def test_resolver_equals_plain_reference(case):
+    n_nodes, n_guests, seed, unusable, not_ha, rules = case
+    c = synthetic_arrays(n_nodes, n_guests, seed=seed, unusable_nodes=unusable)
+    c.guest_ha[not_ha] = False
+    rs = resolve_rules(rules, c)
+    ref = reference_resolve(rules, c)
+    assert [(f.kind, f.where, f.message) for f in rs.findings] == ref["findings"]
+    assert rs.applied_rules == ref["applied"]
+    # same partition into bundles
+    label = ref["groups"]
+    for a in range(n_guests):
+        for b in range(n_guests):
+            assert (rs.bundle_of[a] == rs.bundle_of[b]) == (label[a] == label[b])
+    for g in range(n_guests):
+        assert rs.preferred[rs.bundle_of[g]].tolist() == ref["pref"][g]
+        assert rs.allowed[rs.bundle_of[g]].tolist() == ref["allow"][g]
+    leader_label = {int(rs.bundle_of[g]): label[g] for g in range(n_guests)}
+    pairs = {
+        (leader_label[int(a)], leader_label[int(b)])
+        for a, b in zip(rs.neg_bundle, rs.neg_partner, strict=True)
+    }
+    assert pairs == ref["apart"]
