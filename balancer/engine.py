@@ -185,6 +185,8 @@ def decide(
     notes += outcome.notes
     clock.lap("selection")
     clock.timings.update({f"selection.{k}": v for k, v in outcome.timings.items()})
+    if "scoring" in outcome.timings:
+        clock.timings["scoring"] = outcome.timings["scoring"]
 
     moves = outcome.moves
     after = outcome.imbalance_after

@@ -21,6 +21,7 @@ From proxmox-resource-scheduling (``scheduler.rs``, ``topsis.rs``):
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,15 +80,22 @@ def exact_scores(state: NodeState, cands: Candidates, rows: I64) -> F64:
 
 
 def select_bruteforce(
-    state: NodeState, cands: Candidates, sid_rank: I64, node_rank: I64, limit: int = 1
+    state: NodeState,
+    cands: Candidates,
+    sid_rank: I64,
+    node_rank: I64,
+    limit: int = 1,
+    timings: dict[str, float] | None = None,
 ) -> list[Scored]:
     """The ``limit`` best moves by resulting imbalance, PVE's order; [] without candidates.
 
-    ``sid_rank`` ranks each bundle's leading sid; ``node_rank`` each node name.
+    ``sid_rank`` ranks each bundle's leading sid; ``node_rank`` each node name. ``timings``
+    receives the milliseconds of the ``scoring`` and ``selection`` phases.
     """
     k = len(cands)
     if k == 0 or limit <= 0:
         return []
+    started = time.perf_counter()
     runs = cands.runs()
     cv_sq, slack = cv_squared_after_moves(
         state.cpu,
@@ -100,6 +108,7 @@ def select_bruteforce(
         cands.mem,
         runs,
     )
+    scored_at = time.perf_counter()
     keep = min(limit, k)
     if keep == 1:
         kth = float(cv_sq.min())
@@ -114,7 +123,14 @@ def select_bruteforce(
     scores = exact_scores(state, cands, rows)
     ordered = _tie_order(cands, rows, sid_rank, node_rank, scores)
     score_of = dict(zip(rows.tolist(), scores.tolist(), strict=True))
+    _record(timings, started, scored_at)
     return [Scored(int(i), score_of[int(i)]) for i in ordered[:keep]]
+
+
+def _record(timings: dict[str, float] | None, started: float, scored_at: float) -> None:
+    if timings is not None:
+        timings["scoring"] = (scored_at - started) * 1000
+        timings["selection"] = (time.perf_counter() - scored_at) * 1000
 
 
 def topsis_scores(matrix: F64, weights: F64, maximize: npt.NDArray[np.bool_] | None = None) -> F64:
@@ -246,12 +262,18 @@ def _topsis_criteria_exact(state: NodeState, cands: Candidates, rows: I64) -> F6
 
 
 def select_topsis(
-    state: NodeState, cands: Candidates, sid_rank: I64, node_rank: I64, limit: int = 1
+    state: NodeState,
+    cands: Candidates,
+    sid_rank: I64,
+    node_rank: I64,
+    limit: int = 1,
+    timings: dict[str, float] | None = None,
 ) -> list[Scored]:
     """The ``limit`` best moves by TOPSIS closeness over the post-move states."""
     k = len(cands)
     if k == 0 or limit <= 0:
         return []
+    started = time.perf_counter()
     excess = _criteria_excess(state, cands)
     w = TOPSIS_WEIGHTS / TOPSIS_WEIGHTS.sum()
     # Criterion a = 1 + f: sum a^2 = k + 2 sum f + sum f^2, min/max a = 1 + min/max f.
@@ -290,6 +312,7 @@ def select_topsis(
     scores = excess[0]
     scores.fill(0.0)
     np.divide(d_worst, div, out=scores, where=div != 0)
+    scored_at = time.perf_counter()
     normalised_lo, normalised_hi = lows / norms, highs / norms
     keep = min(limit, k)
     bound = float(scores.max()) if keep == 1 else float(-np.partition(-scores, keep - 1)[keep - 1])
@@ -303,4 +326,5 @@ def select_topsis(
     np.divide(d_worst, div, out=close, where=div != 0)
     ordered = _tie_order(cands, rows, sid_rank, node_rank, -close)[:keep]
     imb = exact_scores(state, cands, ordered)
+    _record(timings, started, scored_at)
     return [Scored(int(i), float(v)) for i, v in zip(ordered.tolist(), imb.tolist(), strict=True)]

@@ -123,7 +123,7 @@ def test_plan_json_has_the_documented_fields(
         assert {"sid", "source", "target", "imbalance_after", "cost_seconds"} <= set(move)
         assert move["source"] != move["target"]
         assert move["imbalance_after"] < result["imbalance"]
-    assert result["timings"]
+    assert {"candidates", "scoring", "selection"} <= set(result["timings"])
 
 
 def test_plan_follows_the_snapshot_crs_without_flags(
