@@ -163,7 +163,8 @@ class CrsSingleMove:
         sid_rank = sid_ranks(c.guest_sids)[rs.bundle_leader]
         node_rank = sid_ranks(c.node_names)
         select = select_topsis if self.name == "topsis" else select_bruteforce
-        scored = select(state, cands, sid_rank, node_rank, max(ctx.options.top_n, 1))
+        timings: dict[str, float] = {}
+        scored = select(state, cands, sid_rank, node_rank, max(ctx.options.top_n, 1), timings)
         singles = [
             OrderedStep(
                 Step(
@@ -190,6 +191,7 @@ class CrsSingleMove:
             move.reason = f"crs {self.name}: {move.reason}"
         after = moves[-1].imbalance_after if moves else before
         outcome = PlanOutcome(moves, top, before, after)
+        outcome.timings.update(timings)
         if moves and moves[0].gib_moved > 0:
             gain_pp = (before - after) * 100.0
             if gain_pp < ctx.options.min_gain_per_gib * moves[0].gib_moved:
