@@ -14,8 +14,9 @@ Output frame (:attr:`SeriesRead.frame`), sorted by ``id`` then ``time``:
 
 - ``id`` (Utf8): node name, vmid as a decimal string, or ``"<node>/<storage>"``;
 - ``time`` (Int64): unix seconds, the timestamp rrdtool gives the row (end of its interval);
-- every DS of the current (9.0) layout of the kind, Float64, in layout order. ``cpu`` is in
-  cores (fraction x ``maxcpu`` of the same row, null if either is unknown); DERIVE DS are the
+- every DS of the current (9.0) layout of the kind (or only those named in ``columns``),
+  Float64, in layout order. ``cpu`` is in cores (fraction x ``maxcpu`` of the same row, null
+  if either is unknown, whether or not ``maxcpu`` is among ``columns``); DERIVE DS are the
   per-second rates rrdtool returns; memory and disk in bytes. Unknown values are null.
 
 The archive is the finest one whose rows still reach back to the window start (judged from
@@ -25,16 +26,24 @@ end are aligned to the resolution before fetching; rows are those ending in (sta
 are flushed first (one ``flushcached`` call; if that fails, every fetch goes through the
 daemon, and a finding says so).
 
+Files are fetched through librrd's ``rrd_fetch_r`` with ctypes on a few threads
+(:mod:`collector.rrd_fast`: values arrive as C double arrays, no per-value Python objects).
+The ``rrdtool`` binding is used instead when librrd cannot be loaded that way (one info
+finding ``rrd-slow-path`` per read says so), when fetches must go through rrdcached (a
+failed flush, or ``RRDCACHED_ADDRESS`` set), and when ``rrdtool.fetch`` has been replaced
+(instrumentation); both paths give identical frames and findings.
+
 Bad input never aborts a read: unreadable, truncated or foreign files, a DS set that differs
 from the layout, requested ids without a file, series with every value unknown and series
 whose newest known value is older than the staleness limit each become a
-:class:`model.Finding`, and every other id is still read.
+:class:`model.Finding`, and every other id is still read. "Unknown" and "stale" are judged
+on every DS of the layout (``cpu`` as cores), whatever ``columns`` selects.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -45,15 +54,9 @@ import numpy.typing as npt
 import polars as pl
 import rrdtool
 
-from collector.series import (
-    ID_COLUMN,
-    TIME_COLUMN,
-    conform,
-    cpu_to_cores,
-    empty_frame,
-    value_columns,
-    value_series,
-)
+from collector import rrd_fast
+from collector.rrd_fast import FetchError, Librrd
+from collector.series import ID_COLUMN, TIME_COLUMN, conform, select_columns, value_columns
 from model import Finding
 from model.rrd_schema import LAYOUTS, STEP, Kind, RrdLayout
 
@@ -63,7 +66,14 @@ DEFAULT_STALE_AFTER = 600
 
 ConsolidationFunction = Literal["AVERAGE", "MAX"]
 _STEP_COLUMN = "_step"
+_KNOWN_COLUMN = "_known"
+"""Internal: the row has a known value in some DS of the layout (cpu counted as cores)."""
+_INTERNAL_COLUMNS = (ID_COLUMN, TIME_COLUMN, _STEP_COLUMN, _KNOWN_COLUMN)
 _RRD_ERRORS = (rrdtool.OperationalError, rrdtool.ProgrammingError, OSError)
+_BINDING_FETCH = rrdtool.fetch
+_PLAIN_EPOCH = 1_000_000_000
+"""The binding passes times as text to rrd_parsetime, which reads small numbers as dates
+(``-s 315360000`` is "month 315360000"): windows starting earlier keep the binding."""
 
 
 @dataclass(slots=True)
@@ -77,13 +87,32 @@ class SeriesRead:
 
 
 @dataclass(slots=True)
-class _Fetched:
-    id: str
+class _Block:
+    """Rows of files sharing one time grid and DS list, already cut to the window."""
+
+    ids: list[str]
     first_time: int
     step: int
     ds: tuple[str, ...]
     values: npt.NDArray[np.float64]
-    """One row per DS, one column per archive row (column-major); NaN where unknown."""
+    """``[files, rows, ds]``; NaN where unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """One read's fetch parameters (aligned), for either fetch path."""
+
+    cf: str
+    resolution: int
+    start: int
+    end: int
+    options: list[str]
+    """Arguments for the binding after path and CF (``--daemon`` first when needed)."""
+
+
+def _kept_rows(first_time: int, step: int, rows: int, end: int) -> int:
+    """Rows ending at or before ``end``: librrd's extra row starting at ``end`` is cut."""
+    return min(rows, max(0, -(-(end - first_time) // step) + 1))
 
 
 def _ids_in(rrd_root: Path, layout: RrdLayout, findings: list[Finding] | None = None) -> set[str]:
@@ -162,53 +191,89 @@ def _schema_problem(path: str, layout: RrdLayout, ds: tuple[str, ...]) -> Findin
     return Finding("rrd-schema", path, message, "warning")
 
 
-def _fetch_one(
-    ident: str,
-    path: str,
-    layout: RrdLayout,
-    cf: str,
-    options: list[str],
-    end: int,
-    findings: list[Finding],
-) -> _Fetched | None:
-    """Fetch one file; None (and a finding) when it cannot be used.
+def _usable(path: str, layout: RrdLayout, ds: tuple[str, ...], findings: list[Finding]) -> bool:
+    """Whether a fetched file's DS list can be read (a finding when it is not the layout's)."""
+    if ds == layout.ds:
+        return True
+    problem = _schema_problem(path, layout, ds)
+    findings.append(problem)
+    return problem.severity != "error"
 
-    librrd appends the row that starts at ``end``: it lies outside the window and is cut.
-    """
+
+def _fetch_one(
+    ident: str, path: str, layout: RrdLayout, window: _Window, findings: list[Finding]
+) -> _Block | None:
+    """Fetch one file through the rrdtool binding; None (and a finding) if it is unusable."""
     try:
-        (first, _last, step), names, rows = rrdtool.fetch(path, cf, *options)
+        (first, _last, step), names, rows = rrdtool.fetch(path, window.cf, *window.options)
     except _RRD_ERRORS as error:
         findings.append(Finding("rrd-unreadable", path, f"cannot read RRD: {error}", "error"))
         return None
     ds = tuple(names)
-    if ds != layout.ds:
-        problem = _schema_problem(path, layout, ds)
-        findings.append(problem)
-        if problem.severity == "error":
-            return None
+    if not _usable(path, layout, ds, findings):
+        return None
     first_time = int(first) + int(step)
-    kept = min(len(rows), max(0, -(-(end - first_time) // step) + 1))
-    values = np.array(rows[:kept], dtype=float).reshape(kept, len(ds)).T
-    return _Fetched(ident, first_time, int(step), ds, values)
+    kept = _kept_rows(first_time, int(step), len(rows), window.end)
+    values = np.array(rows[:kept], dtype=float).reshape(1, kept, len(ds))
+    return _Block([ident], first_time, int(step), ds, values)
+
+
+def _fetch_fast(
+    library: Librrd,
+    ids: list[str],
+    paths: list[str],
+    layout: RrdLayout,
+    window: _Window,
+    findings: list[Finding],
+) -> list[_Block]:
+    """Fetch ``paths`` through librrd on threads; a chunk of files on one grid is one block."""
+    blocks: list[_Block] = []
+    chunks = library.fetch_many(paths, window.cf, window.start, window.end, window.resolution)
+    offset = 0
+    for chunk in chunks:
+        kept_files: list[tuple[str, rrd_fast.Fetched]] = []
+        for index, result in enumerate(chunk.results, start=offset):
+            if isinstance(result, FetchError):
+                message = f"cannot read RRD: {result.message}"
+                findings.append(Finding("rrd-unreadable", paths[index], message, "error"))
+            elif _usable(paths[index], layout, result.ds, findings):
+                kept_files.append((ids[index], result))
+        offset += len(chunk.results)
+        if not kept_files:
+            continue
+        if chunk.stacked is not None and len(kept_files) == len(chunk.results):
+            first = kept_files[0][1]
+            kept = _kept_rows(first.first_time, first.step, chunk.stacked.shape[1], window.end)
+            chunk_ids = [ident for ident, _ in kept_files]
+            values = chunk.stacked[:, :kept]
+            blocks.append(_Block(chunk_ids, first.first_time, first.step, first.ds, values))
+            continue
+        for ident, item in kept_files:
+            kept = _kept_rows(item.first_time, item.step, item.values.shape[0], window.end)
+            values = item.values[None, :kept]
+            blocks.append(_Block([ident], item.first_time, item.step, item.ds, values))
+    return blocks
 
 
 def _fetch_generation(
     rrd_root: Path,
     layout: RrdLayout,
     ids: list[str],
-    cf: str,
-    options: list[str],
-    end: int,
+    window: _Window,
     findings: list[Finding],
-) -> list[_Fetched]:
-    fetched: list[_Fetched] = []
+    library: Librrd | None,
+) -> list[_Block]:
+    """Blocks of the files of ``ids`` in ``layout``'s directory, in ``ids`` order."""
     directory = os.path.join(rrd_root, layout.directory)
-    for ident in ids:
-        path = f"{directory}/{ident}"
-        result = _fetch_one(ident, path, layout, cf, options, end, findings)
-        if result is not None:
-            fetched.append(result)
-    return fetched
+    paths = [f"{directory}/{ident}" for ident in ids]
+    if library is not None:
+        return _fetch_fast(library, ids, paths, layout, window, findings)
+    blocks: list[_Block] = []
+    for ident, path in zip(ids, paths, strict=True):
+        block = _fetch_one(ident, path, layout, window, findings)
+        if block is not None:
+            blocks.append(block)
+    return blocks
 
 
 def _old_files_with_news(
@@ -234,42 +299,91 @@ def _old_files_with_news(
     return needed
 
 
-def _frame_of(kind: Kind, fetched: list[_Fetched]) -> pl.DataFrame:
-    """Build the metric frame (plus a step column) of many fetches, without per-row Python.
+def _known_rows(block: _Block, layout_ds: tuple[str, ...], cores: bool) -> npt.NDArray[np.bool_]:
+    """Per row of ``block``: some DS of the layout is known (``cpu`` as cores).
 
-    Files sharing one DS list are stacked into one column-major numpy matrix; the
-    (normally one or two) groups are concatenated once.
+    Cores are known only with ``maxcpu``, itself a layout DS: with ``cores``, ``cpu`` adds
+    nothing and is left out.
     """
-    groups: dict[tuple[str, ...], list[_Fetched]] = {}
-    for item in fetched:
-        groups.setdefault(item.ds, []).append(item)
-    parts: list[pl.DataFrame] = []
-    for ds, items in groups.items():
-        counts = np.fromiter((item.values.shape[1] for item in items), np.int64, len(items))
-        total = int(counts.sum())
-        by_column = np.concatenate([item.values for item in items], axis=1)
-        owner = np.repeat(np.arange(len(items)), counts)
-        first_row = np.repeat(np.cumsum(counts) - counts, counts)
-        steps = np.fromiter((item.step for item in items), np.int64, len(items))
-        firsts = np.fromiter((item.first_time for item in items), np.int64, len(items))
-        row_steps = steps[owner]
-        times = firsts[owner] + (np.arange(total) - first_row) * row_steps
-        ids = pl.Series(ID_COLUMN, [item.id for item in items], dtype=pl.Utf8).gather(owner)
-        parts.append(
-            pl.DataFrame(
-                [
-                    ids,
-                    pl.Series(TIME_COLUMN, times, dtype=pl.Int64),
-                    *value_series(kind, by_column, ds),
-                    pl.Series(_STEP_COLUMN, row_steps, dtype=pl.Int64),
-                ]
-            )
-        )
-    if not parts:
-        return empty_frame(kind).with_columns(pl.lit(None, pl.Int64).alias(_STEP_COLUMN))
-    if len(parts) == 1:  # already in (id, time) order: ids are fetched sorted
-        return cpu_to_cores(parts[0])
-    return cpu_to_cores(pl.concat(parts, how="vertical").sort(ID_COLUMN, TIME_COLUMN))
+    ignored = [
+        index
+        for index, name in enumerate(block.ds)
+        if name not in layout_ds or (cores and name == "cpu")
+    ]
+    known = ~np.isnan(block.values)
+    if ignored:
+        known[:, :, ignored] = False
+    return known.any(axis=2).reshape(-1)
+
+
+def _internal_schema(columns: tuple[str, ...]) -> dict[str, pl.DataType]:
+    schema: dict[str, pl.DataType] = {ID_COLUMN: pl.Utf8(), TIME_COLUMN: pl.Int64()}
+    schema.update({name: pl.Float64() for name in columns})
+    schema.update({_STEP_COLUMN: pl.Int64(), _KNOWN_COLUMN: pl.Boolean()})
+    return schema
+
+
+def _frame_of(kind: Kind, blocks: list[_Block], columns: tuple[str, ...]) -> pl.DataFrame:
+    """The frame of ``columns`` (plus step and known columns) of ``blocks``, in their order.
+
+    Each output column is one numpy array filled block by block (one strided copy, ``cpu``
+    multiplied into cores on the way) and handed to polars as it is, NaN marked as null.
+    Blocks come in id order and rows in time order, so no sort is needed. ``blocks`` is
+    emptied on the way: each block's memory is released as soon as it has been copied.
+    """
+    if not blocks:
+        return pl.DataFrame(schema=_internal_schema(columns))
+    layout_ds = value_columns(kind)
+    cores = "cpu" in layout_ds and "maxcpu" in layout_ds
+    ids = [ident for block in blocks for ident in block.ids]
+    rows_per_file = np.repeat(
+        [block.values.shape[1] for block in blocks], [len(block.ids) for block in blocks]
+    )
+    ends = np.cumsum([block.values.shape[0] * block.values.shape[1] for block in blocks])
+    total = int(ends[-1])
+    outputs = [np.empty(total) for _ in columns]
+    times = np.empty(total, np.int64)
+    steps = np.empty(total, np.int64)
+    known = np.empty(total, np.bool_)
+    while blocks:  # last block first, so that popping releases each one after its copy
+        block = blocks.pop()
+        files, rows, _ = block.values.shape
+        part = slice(int(ends[len(blocks)]) - files * rows, int(ends[len(blocks)]))
+        times[part] = np.tile(block.first_time + block.step * np.arange(rows), files)
+        steps[part] = block.step
+        known[part] = _known_rows(block, layout_ds, cores)
+        position = {name: index for index, name in enumerate(block.ds)}
+        for output, name in zip(outputs, columns, strict=True):
+            target = output[part].reshape(files, rows)
+            source = position.get(name)
+            if cores and name == "cpu":
+                maxcpu = position.get("maxcpu")
+                if source is None or maxcpu is None:
+                    target.fill(np.nan)
+                else:
+                    values = block.values
+                    np.multiply(values[:, :, source], values[:, :, maxcpu], out=target)
+            elif source is None:
+                target.fill(np.nan)
+            else:
+                np.copyto(target, block.values[:, :, source])
+    owner = np.repeat(np.arange(len(ids)), rows_per_file)
+    return pl.DataFrame(
+        [
+            pl.Series(ID_COLUMN, ids, dtype=pl.Utf8).gather(owner),
+            pl.Series(TIME_COLUMN, times, dtype=pl.Int64),
+            *(
+                pl.Series(name, output, dtype=pl.Float64, nan_to_null=True)
+                for output, name in zip(outputs, columns, strict=True)
+            ),
+            pl.Series(_STEP_COLUMN, steps, dtype=pl.Int64),
+            pl.Series(_KNOWN_COLUMN, known, dtype=pl.Boolean),
+        ]
+    )
+
+
+def _value_columns_of(frame: pl.DataFrame) -> list[str]:
+    return [name for name in frame.columns if name not in _INTERNAL_COLUMNS]
 
 
 def _regrid(old: pl.DataFrame, target: pl.DataFrame, kind: Kind, cf: str) -> pl.DataFrame:
@@ -278,7 +392,7 @@ def _regrid(old: pl.DataFrame, target: pl.DataFrame, kind: Kind, cf: str) -> pl.
     Rows already on the grid (same step, the usual case) pass as they are; coarser rows are
     repeated over the finer rows they span and finer rows consolidated per grid row.
     """
-    columns = value_columns(kind)
+    columns = _value_columns_of(old)
     grid = target.group_by(ID_COLUMN).agg(pl.col(_STEP_COLUMN).first().alias("_target_step"))
     old = old.join(grid, on=ID_COLUMN, how="inner")
     same_step = pl.col(_STEP_COLUMN) == pl.col("_target_step")
@@ -291,13 +405,15 @@ def _regrid(old: pl.DataFrame, target: pl.DataFrame, kind: Kind, cf: str) -> pl.
     grid_time = (
         (pl.col(TIME_COLUMN) - pl.col("_offset") * target_step + target_step - 1) // target_step
     ) * target_step
-    consolidate = pl.col(columns).mean() if cf == "AVERAGE" else pl.col(columns).max()
+    consolidate = [pl.col(columns).mean() if cf == "AVERAGE" else pl.col(columns).max()]
+    if _KNOWN_COLUMN in old.columns:
+        consolidate.append(pl.col(_KNOWN_COLUMN).any())
     regridded = (
         other.with_columns(pl.int_ranges(0, repeat).alias("_offset"))
         .explode("_offset")
         .with_columns(grid_time.alias(TIME_COLUMN))
         .group_by(ID_COLUMN, TIME_COLUMN)
-        .agg(consolidate, target_step.first().alias(_STEP_COLUMN))
+        .agg(*consolidate, target_step.first().alias(_STEP_COLUMN))
     )
     return pl.concat([aligned, regridded.select(aligned.columns)], how="vertical")
 
@@ -309,7 +425,7 @@ def _join_generations(
 
     Only ids present in both generations are joined; the result is in (id, time) order.
     """
-    columns = value_columns(kind)
+    columns = _value_columns_of(current)
     if old.is_empty():
         return current
     shared_ids = old.select(pl.col(ID_COLUMN).unique()).join(
@@ -327,6 +443,11 @@ def _join_generations(
         TIME_COLUMN,
         *(pl.coalesce(name, f"{name}_old").alias(name) for name in columns),
         _STEP_COLUMN,
+        *(
+            [pl.col(_KNOWN_COLUMN) | pl.col(f"{_KNOWN_COLUMN}_old").fill_null(False)]
+            if _KNOWN_COLUMN in current.columns
+            else []
+        ),
     )
     parts = [current_only, joined, old_only.select(joined.columns)]
     return pl.concat(parts, how="vertical").sort(ID_COLUMN, TIME_COLUMN)
@@ -359,7 +480,10 @@ def _quality_findings(
     """
     if frame.is_empty():
         return []
-    known = pl.any_horizontal(pl.col(value_columns(kind)).is_not_null())
+    if _KNOWN_COLUMN in frame.columns:
+        known = pl.col(_KNOWN_COLUMN)
+    else:
+        known = pl.any_horizontal(pl.col(value_columns(kind)).is_not_null())
     summary = (
         frame.with_columns(known.alias("_known"))
         .group_by(ID_COLUMN)
@@ -405,13 +529,17 @@ def read_series(
     daemon: str | None = None,
     now: int | None = None,
     stale_after: int = DEFAULT_STALE_AFTER,
+    columns: Sequence[str] | None = None,
 ) -> SeriesRead:
     """Read ``kind`` series of ``ids`` (None: every id on disk) over ``[start, end]``.
 
     ``resolution`` (seconds per row) overrides the archive choice; ``daemon`` (e.g.
     ``unix:/var/run/rrdcached.sock``) flushes pending updates through rrdcached first;
-    ``now`` (default ``end``) is the reference for archive choice and staleness.
+    ``now`` (default ``end``) is the reference for archive choice and staleness;
+    ``columns`` (default: every DS of the layout) keeps only those DS columns, in layout
+    order (ValueError for a name that is not a DS of ``kind``): less frame to build.
     """
+    selected = select_columns(kind, columns)
     if end < start:
         raise ValueError(f"window end {end} is before its start {start}")
     if resolution is not None and resolution <= 0:
@@ -440,6 +568,8 @@ def read_series(
     aligned_start = (start // resolution) * resolution
     aligned_end = -(-end // resolution) * resolution
     options = ["-r", str(resolution), "-s", str(aligned_start), "-e", str(aligned_end)]
+    through_daemon = os.environ.get("RRDCACHED_ADDRESS", "") != ""  # as librrd's rrd_fetch
+    binding_only = through_daemon or aligned_start < _PLAIN_EPOCH
     files: dict[str, list[str]] = {}
     for layout, layout_ids in ((current_layout, current_ids), (old_layout, old_ids)):
         directory = os.path.join(rrd_root, layout.directory)
@@ -449,17 +579,38 @@ def read_series(
         daemon, list(chain.from_iterable(files.values())), findings
     ):
         options = ["--daemon", daemon, *options]
+        binding_only = True
 
-    current_fetched = _fetch_generation(
-        rrd_root, current_layout, current_ids, cf, options, aligned_end, findings
-    )
+    window = _Window(cf, resolution, aligned_start, aligned_end, options)
     old_needed = _old_files_with_news(rrd_root, old_layout, old_ids, on_disk_current, aligned_start)
-    old_fetched = _fetch_generation(
-        rrd_root, old_layout, old_needed, cf, options, aligned_end, findings
+    library = _fast_library(bool(current_ids or old_needed), binding_only, findings)
+    current_blocks = _fetch_generation(
+        rrd_root, current_layout, current_ids, window, findings, library
     )
-    found = {item.id for item in chain(current_fetched, old_fetched)}
-    current = _frame_of(kind, current_fetched)
-    old = _frame_of(kind, old_fetched)
+    old_blocks = _fetch_generation(rrd_root, old_layout, old_needed, window, findings, library)
+    found = {ident for block in chain(current_blocks, old_blocks) for ident in block.ids}
+    current = _frame_of(kind, current_blocks, selected)
+    old = _frame_of(kind, old_blocks, selected)
     joined = _join_generations(current, old, kind, cf)
     findings += _quality_findings(joined, kind, files, end, reference, stale_after)
-    return SeriesRead(conform(joined, kind), findings, found)
+    return SeriesRead(conform(joined, kind, columns=selected), findings, found)
+
+
+def _fast_library(fetching: bool, binding_only: bool, findings: list[Finding]) -> Librrd | None:
+    """librrd through ctypes when it may be used for this read, else None (the binding).
+
+    ``binding_only``: fetches through rrdcached (``rrd_fetch_r`` reads files only) or a
+    window the binding's time parser reads differently. A replaced ``rrdtool.fetch``
+    (instrumentation, tests) also keeps the binding: it must see every fetch.
+    """
+    if not fetching or binding_only:
+        return None
+    library = rrd_fast.load_librrd()
+    if library is None:
+        names = ", ".join(rrd_fast.LIBRARY_NAMES)
+        message = (
+            f"librrd could not be loaded through ctypes (tried {names}); files are read "
+            "through the slower rrdtool binding"
+        )
+        findings.append(Finding("rrd-slow-path", "librrd", message, "info"))
+    return library if rrdtool.fetch is _BINDING_FETCH else None

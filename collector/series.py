@@ -8,7 +8,7 @@ Keeping the shape in one place is what makes the two sources interchangeable dow
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -25,16 +25,33 @@ def value_columns(kind: Kind) -> tuple[str, ...]:
     return LAYOUTS[kind][0].ds
 
 
-def frame_schema(kind: Kind) -> dict[str, pl.DataType]:
-    """Column names and dtypes of a metric frame of ``kind``."""
+def select_columns(kind: Kind, columns: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The data-source columns of ``kind`` named in ``columns``, in layout order (None: all).
+
+    Raises ValueError for a name that is not a data source of ``kind``.
+    """
+    layout = value_columns(kind)
+    if columns is None:
+        return layout
+    if isinstance(columns, str):
+        raise TypeError("columns must be a sequence of column names, not one string")
+    wanted = set(columns)
+    unknown = sorted(wanted.difference(layout))
+    if unknown:
+        raise ValueError(f"not {kind} data sources: {', '.join(unknown)}")
+    return tuple(name for name in layout if name in wanted)
+
+
+def frame_schema(kind: Kind, columns: Iterable[str] | None = None) -> dict[str, pl.DataType]:
+    """Column names and dtypes of a metric frame of ``kind`` (``columns``: see select_columns)."""
     schema: dict[str, pl.DataType] = {ID_COLUMN: pl.Utf8(), TIME_COLUMN: pl.Int64()}
-    schema.update({name: pl.Float64() for name in value_columns(kind)})
+    schema.update({name: pl.Float64() for name in select_columns(kind, columns)})
     return schema
 
 
-def empty_frame(kind: Kind) -> pl.DataFrame:
-    """A metric frame of ``kind`` with no rows."""
-    return pl.DataFrame(schema=frame_schema(kind))
+def empty_frame(kind: Kind, columns: Iterable[str] | None = None) -> pl.DataFrame:
+    """A metric frame of ``kind`` (only ``columns`` when given) with no rows."""
+    return pl.DataFrame(schema=frame_schema(kind, columns))
 
 
 def value_series(
@@ -69,13 +86,18 @@ def cpu_to_cores(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def conform(
-    frame: pl.DataFrame, kind: Kind, extra: Mapping[str, pl.DataType] | None = None
+    frame: pl.DataFrame,
+    kind: Kind,
+    extra: Mapping[str, pl.DataType] | None = None,
+    *,
+    columns: Iterable[str] | None = None,
 ) -> pl.DataFrame:
     """Select the metric columns of ``kind`` (plus ``extra``) in order, with their dtypes.
 
     Missing columns are added as nulls, so every producer returns exactly the same shape.
+    ``columns`` narrows the data-source columns (see :func:`select_columns`).
     """
-    schema = {**frame_schema(kind), **(extra or {})}
+    schema = {**frame_schema(kind, columns), **(extra or {})}
     return frame.select(
         pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
         for name, dtype in schema.items()
