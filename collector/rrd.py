@@ -30,8 +30,7 @@ Files are fetched through librrd's ``rrd_fetch_r`` with ctypes on a few threads
 (:mod:`collector.rrd_fast`: values arrive as C double arrays, no per-value Python objects).
 The ``rrdtool`` binding is used instead when librrd cannot be loaded that way (one info
 finding ``rrd-slow-path`` per read says so), when fetches must go through rrdcached (a
-failed flush, or ``RRDCACHED_ADDRESS`` set), and when ``rrdtool.fetch`` has been replaced
-(instrumentation); both paths give identical frames and findings.
+failed flush, or ``RRDCACHED_ADDRESS`` set); both paths give identical frames and findings.
 
 Bad input never aborts a read: unreadable, truncated or foreign files, a DS set that differs
 from the layout, requested ids without a file, series with every value unknown and series
@@ -70,7 +69,6 @@ _KNOWN_COLUMN = "_known"
 """Internal: the row has a known value in some DS of the layout (cpu counted as cores)."""
 _INTERNAL_COLUMNS = (ID_COLUMN, TIME_COLUMN, _STEP_COLUMN, _KNOWN_COLUMN)
 _RRD_ERRORS = (rrdtool.OperationalError, rrdtool.ProgrammingError, OSError)
-_BINDING_FETCH = rrdtool.fetch
 _PLAIN_EPOCH = 1_000_000_000
 """The binding passes times as text to rrd_parsetime, which reads small numbers as dates
 (``-s 315360000`` is "month 315360000"): windows starting earlier keep the binding."""
@@ -600,8 +598,7 @@ def _fast_library(fetching: bool, binding_only: bool, findings: list[Finding]) -
     """librrd through ctypes when it may be used for this read, else None (the binding).
 
     ``binding_only``: fetches through rrdcached (``rrd_fetch_r`` reads files only) or a
-    window the binding's time parser reads differently. A replaced ``rrdtool.fetch``
-    (instrumentation, tests) also keeps the binding: it must see every fetch.
+    window the binding's time parser reads differently.
     """
     if not fetching or binding_only:
         return None
@@ -613,4 +610,4 @@ def _fast_library(fetching: bool, binding_only: bool, findings: list[Finding]) -
             "through the slower rrdtool binding"
         )
         findings.append(Finding("rrd-slow-path", "librrd", message, "info"))
-    return library if rrdtool.fetch is _BINDING_FETCH else None
+    return library

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import rrdtool
 
+from collector import rrd_fast
 from collector.rrd import _STEP_COLUMN as STEP_COLUMN
 from collector.rrd import _join_generations as join_generations
 from collector.rrd import choose_resolution, list_ids, read_series
@@ -311,13 +311,13 @@ def test_superseded_old_files_untouched_in_the_window_are_not_fetched(tmp_path, 
     write_series(tmp_path, "guest", "100", new_times, guest_rows(new_times, mem=5 * GIB))
     lone_old = write_series(tmp_path, "guest", "200", old_times, guest_rows(old_times), "pve2")
     fetched: list[str] = []
-    real_fetch = rrdtool.fetch
+    real_fetch_many = rrd_fast.Librrd.fetch_many
 
-    def counting_fetch(path: str, *args: str):
-        fetched.append(path)
-        return real_fetch(path, *args)
+    def counting_fetch_many(self, paths, *args, **kwargs):
+        fetched.extend(paths)
+        return real_fetch_many(self, paths, *args, **kwargs)
 
-    monkeypatch.setattr(rrdtool, "fetch", counting_fetch)
+    monkeypatch.setattr(rrd_fast.Librrd, "fetch_many", counting_fetch_many)
 
     with_old = read_series(tmp_path, "guest", None, NOW - HOUR, NOW)
     fetched_with_old = list(fetched)
