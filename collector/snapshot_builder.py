@@ -125,9 +125,10 @@ def _usage(
         resolution=resolution,
         daemon=options.daemon,
         now=now,
+        columns=columns,
     )
     findings.extend(read.findings)
-    frame = read.frame.select(["id", "time", *columns])
+    frame = read.frame
     view = characteristic(frame, columns, options.usage, half_life_s=options.half_life_s)
     if options.usage == "forecast":
         fell_back = view.filter(pl.col("fallback"))["id"].to_list()
