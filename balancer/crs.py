@@ -88,7 +88,8 @@ def movable_bundles(c: ClusterArrays, rs: RuleSet, mode: Mode, moving: Bool) -> 
     )
 
 
-def _node_loads(c: ClusterArrays, cpu: F64, mem: F64, loads: F64) -> list[NodeLoad]:
+def node_loads_of(c: ClusterArrays, cpu: F64, mem: F64, loads: F64) -> list[NodeLoad]:
+    """The per-node part of a RoundResult: usage as the mode counts it, capacity, load."""
     return [
         NodeLoad(
             name,
@@ -221,7 +222,7 @@ def crs_round(snapshot: Snapshot, crs: Crs, state: CrsState) -> tuple[RoundResul
         margin=crs.margin,
         mode=mode,
         method=crs.method,
-        node_loads=_node_loads(c, cpu, mem, loads),
+        node_loads=node_loads_of(c, cpu, mem, loads),
         cpu_spread=cpu_spread,
         mem_spread=mem_spread,
         notes=bad_values,

@@ -27,7 +27,7 @@ import numpy as np
 
 from balancer.cluster import from_snapshot
 from balancer.cost import GIB, bandwidth_matrix, guest_bytes_to_copy
-from balancer.crs import CrsState, crs_round
+from balancer.crs import CrsState, crs_round, node_loads_of
 from balancer.imbalance import imbalance, imbalance_cv, node_load, resource_spread
 from balancer.options import BalancerOptions
 from balancer.rules import resolve_rules
@@ -36,7 +36,7 @@ from balancer.stability import BalancerState, cooling, record, settle
 from balancer.strategies import StrategyContext, strategy_for
 from balancer.triggers import evaluate, overloaded_mask
 from model import Snapshot
-from model.plan import Move, NodeLoad, RoundResult
+from model.plan import Move, RoundResult
 
 
 def _price_moves(snapshot: Snapshot, opts: BalancerOptions, moves: list[Move]) -> None:
@@ -230,18 +230,7 @@ def decide(
         moves=moves,
         top_moves=outcome.top_moves,
         imbalance_after=after if moves else (current if triggered else None),
-        node_loads=[
-            NodeLoad(
-                name,
-                float(cpu[i]),
-                float(mem[i]),
-                float(c.node_maxcpu[i]),
-                float(c.node_maxmem[i]),
-                float(loads[i]),
-                bool(c.node_usable[i]),
-            )
-            for i, name in enumerate(c.node_names)
-        ],
+        node_loads=node_loads_of(c, cpu, mem, loads),
         cpu_spread=cpu_spread,
         mem_spread=mem_spread,
         optimality_gap=proposal.optimality_gap,
