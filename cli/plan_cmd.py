@@ -47,8 +47,12 @@ def register(commands: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def options_from_args(args: argparse.Namespace, snapshot: Any) -> Any:
-    """BalancerOptions from the snapshot's CRS block, overridden by the flags given."""
+def options_from_args(args: argparse.Namespace, snapshot: Any) -> tuple[Any, Any]:
+    """BalancerOptions and the CRS block in force: the snapshot's, overridden by the flags.
+
+    The CRS-compatible path reads the CRS settings from the snapshot itself, so the caller
+    decides on a copy of the snapshot carrying the returned CRS block.
+    """
     from balancer.options import BalancerOptions
     from cli.errors import CommandError
 
@@ -75,12 +79,11 @@ def options_from_args(args: argparse.Namespace, snapshot: Any) -> Any:
     overrides["exclude_pools"] = args.exclude_pool
     overrides["include_containers"] = not args.no_containers
     overrides["crs_compatible"] = args.crs_compatible
-    snapshot.crs = crs
     options = BalancerOptions.from_crs(crs, **overrides)
     problems = options.validate()
     if problems:
         raise CommandError("; ".join(problems))
-    return options
+    return options, crs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
     from cli.source import snapshot_from_args
     from cli.tables import result_table
 
-    snapshot = snapshot_from_args(args)
-    options = options_from_args(args, snapshot)
+    collected = snapshot_from_args(args)
+    options, crs = options_from_args(args, collected)
+    snapshot = replace(collected, crs=crs)
     state = BalancerState()
     now = float(snapshot.timestamp or time.time())
     rounds = max(options.hold_duration, options.overload_hold) + 1
