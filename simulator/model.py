@@ -138,7 +138,9 @@ class ClusterSpec:
     rules: list[SimRule] = field(default_factory=list)
     groups: list[SimGroup] = field(default_factory=list)
     pools: dict[str, list[int]] = field(default_factory=dict)
-    crs: str = "ha=dynamic,ha-rebalance-on-start=1,ha-auto-rebalance=1"
+    crs: str = (
+        "ha=dynamic,ha-rebalance-on-start=1,ha-auto-rebalance=1,ha-auto-rebalance-threshold=10"
+    )
 
     def node_index(self) -> dict[str, int]:
         return {n.name: i for i, n in enumerate(self.nodes)}
@@ -332,7 +334,7 @@ def _place(
     by_sid = {g.sid: g for g in guests}
 
     def choose(allowed: np.ndarray) -> int:
-        fits = allowed & (committed < 1.6 * memtotal * skew / skew.mean())
+        fits = allowed & (committed < np.minimum(1.6 * skew / skew.mean(), 1.3) * memtotal)
         mask = fits if fits.any() else allowed
         p = np.where(mask, weight, 0.0)
         return int(rng.choice(len(nodes), p=p / p.sum()))

@@ -113,7 +113,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         cluster_crs(cluster),
         method="greedy",
         scope="all",
-        threshold=20.0,
+        threshold=10.0,
         hold_duration=1,
         overload_hold=1,
         max_moves=12,
@@ -186,7 +186,7 @@ def test_imbalance_alert_fires_while_the_cluster_is_skewed(live: dict[str, Any])
     api: PrometheusApi = live["api"]
     imbalance = float(api.query("pve_rebalancer_imbalance_ratio")[0]["value"][1])
     threshold = float(api.query("pve_rebalancer_imbalance_threshold_ratio")[0]["value"][1])
-    assert threshold == pytest.approx(0.20)
+    assert threshold == pytest.approx(0.10)
     assert imbalance > threshold
     wait_for(f"{ALERT} to fire", lambda: "firing" in api.alert_states(ALERT), 60)
 
@@ -228,4 +228,4 @@ def test_imbalance_alert_resolves_after_the_plan_is_applied(live: dict[str, Any]
     wait_for("a plan applied in the simulator", lambda: live["applied"], 60)
     wait_for(f"{ALERT} to resolve", lambda: not api.alert_states(ALERT), 120)
     imbalance = float(api.query("pve_rebalancer_imbalance_ratio")[0]["value"][1])
-    assert imbalance <= 0.20
+    assert imbalance <= 0.10

@@ -279,7 +279,9 @@ def test_section_config_files(sim: SimulatedCluster) -> None:
     ]
     assert not (ha / "groups.cfg").exists()
     crs = (sim.etc_root / "datacenter.cfg").read_text().splitlines()
-    assert "crs: ha=dynamic,ha-rebalance-on-start=1,ha-auto-rebalance=1" in crs
+    assert (
+        "crs: ha=dynamic,ha-rebalance-on-start=1,ha-auto-rebalance=1,ha-auto-rebalance-threshold=10"
+    ) in crs
 
 
 def test_guest_configs_vmlist_and_members(sim: SimulatedCluster) -> None:
