@@ -243,7 +243,7 @@ def crs_round(snapshot: Snapshot, crs: Crs, state: CrsState) -> tuple[RoundResul
 
     step = time.perf_counter()
     rs = cached_rules(snapshot, c, new)
-    result.notes += [f"{f.kind} {f.where}: {f.message}" for f in rs.findings]
+    result.findings = list(rs.findings)
     moving_states = [
         g.ha is not None and g.ha.service_state in MOVING_SERVICE_STATES for g in snapshot.guests
     ]

@@ -140,7 +140,6 @@ def decide(
     clock.lap("state")
 
     rs = resolve_rules(snapshot.rules, c)
-    notes += [f"{f.kind} {f.where}: {f.message}" for f in rs.findings]
     clock.lap("rules")
 
     problem, problem_notes = build_problem(snapshot, c, rs, opts, opts.mode, frozen)
@@ -235,6 +234,7 @@ def decide(
         mem_spread=mem_spread,
         optimality_gap=proposal.optimality_gap,
         notes=notes,
+        findings=list(rs.findings),
     )
     result.timings = clock.total()
     return result, new_state

@@ -124,6 +124,7 @@ def result_table(result: RoundResult) -> str:
                 ],
             ),
         ]
+    out += [f"{f.severity}: {f.where}: {f.message}" for f in result.findings]
     out += [f"note: {note}" for note in result.notes]
     if result.timings:
         out.append("timings ms: " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items()))

@@ -215,14 +215,17 @@ def test_negative_and_strict_rules_limit_targets():
     assert ("vm:101", "n2") in pairs
 
 
-def test_invalid_rules_reported_in_notes_rest_applies():
+def test_invalid_rules_reported_in_findings_rest_applies():
     snap = simple()
     snap.rules = [
         Rule("ghost", "resource-affinity", ["vm:101", "vm:999"], affinity="positive"),
         Rule("stay", "node-affinity", ["vm:102"], nodes={"n1": 0}, strict=True),
     ]
     result, _ = crs_round(snap, crs(), CrsState())
-    assert any("rule-unknown-resource" in note and "'ghost'" in note for note in result.notes)
+    assert any(
+        f.kind == "rule-unknown-resource" and "'ghost'" in f.where + f.message
+        for f in result.findings
+    )
     assert {m.sid for m in result.top_moves} == {"vm:101"}
 
 

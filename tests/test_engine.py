@@ -94,11 +94,11 @@ def test_margin_drops_a_plan_that_improves_too_little() -> None:
     assert any("below the margin" in n for n in dropped.notes)
 
 
-def test_rule_findings_become_notes() -> None:
+def test_rule_findings_are_reported_in_the_result() -> None:
     rules = [Rule("bad", "resource-affinity", ["vm:100", "vm:404"], affinity="negative")]
     snap = cluster(["a", "b"], [vm(100, "a", 0.0, 30.0)], rules=rules)
     result, _ = run(snap, threshold=10.0)
-    assert any("'bad'" in n and "vm:404" in n for n in result.notes)
+    assert any("'bad'" in f.where + f.message and "vm:404" in f.message for f in result.findings)
 
 
 def test_guest_on_an_unknown_node_is_reported() -> None:

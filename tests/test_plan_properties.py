@@ -60,7 +60,11 @@ def scenarios(draw: st.DrawFn) -> tuple[Snapshot, dict[str, object]]:
 def check_plan(snap: Snapshot, overrides: dict[str, object], lowering: bool = True) -> int:
     """Replay the plan independently of the planner; returns the number of moves."""
     result, _ = run(snap, **overrides)
-    dropped = {n.split("'")[1] for n in result.notes if "rule dropped" in n and "'" in n}
+    dropped = {
+        f.where.split("'")[1]
+        for f in result.findings
+        if f.message.startswith("rule dropped") and "'" in f.where
+    }
     rules = [r for r in snap.rules if r.id not in dropped]
     where = {g.sid: g.node for g in snap.guests}
     mem_of = {g.sid: (g.mem or 0.0) for g in snap.guests}

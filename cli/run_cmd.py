@@ -1,0 +1,425 @@
+"""``pve-rebalancer run --config FILE``: the long-running service on a real cluster.
+
+Wires the configuration (:mod:`cli.config`) to the layers: a collect function for the
+configured source, the :class:`cli.service.RoundRunner` (used as is, extended by composition:
+the daemon's collect wrapper sets the round's balancer options from datacenter.cfg when
+``follow_crs`` is on, and its ``on_result`` hook persists the round), the exporter server and
+the APScheduler schedule.
+
+Persistence: the :class:`balancer.stability.BalancerState` is restored from the state store
+at start and saved after every round together with its history row (one transaction), so a
+restart resumes the hold count, cooldowns and moves in flight.
+
+Signals: SIGTERM/SIGINT stop cleanly (scheduler shut down after the round in progress, server
+stopped, state saved, exit 0). SIGHUP reloads the configuration: balancer options, the source
+and the schedule interval take effect from the next round; a broken new file is logged
+(every problem) and the running configuration kept. Listen address, TLS, auth, the state
+directory and the actuator settings need a restart (a reload says so in the log).
+
+``source.now = "latest"`` makes the files source take the newest point in the node RRD files
+as "now": the right choice for a copy of a cluster's files or the simulator, whose clock is
+not the wall clock. When datacenter.cfg has ``ha-auto-rebalance=1`` and
+``actuator.allow_ha_when_crs_auto_rebalance`` is false, HA resources are only recommended
+(PVE's own CRS moves them); :attr:`Daemon.ha_recommend_only` holds that flag and the log says
+it once each time it turns on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cli.config import Config, ConfigError, SourceConfig, load_config
+from cli.errors import CommandError
+from model import Snapshot
+from model.plan import Move, RoundResult
+
+log = logging.getLogger("pve_rebalancer.run")
+
+DEFAULT_CONFIG = Path("/etc/pve-rebalancer/pve-rebalancer.toml")
+NODE_RRD_DIRS = ("pve-node-9.0", "pve2-node")
+
+Collect = Callable[[], Snapshot]
+ActOn = Callable[[Snapshot, list[Move]], None]
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "run",
+        help="run the service (rounds, exporter, state)",
+        description="Run the rebalancer service as configured: rounds on a schedule, "
+        "/metrics and the status page, persistent state. SIGHUP reloads, SIGTERM stops.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML file")
+
+
+# ----- the source --------------------------------------------------------------------
+
+
+def newest_rrd_time(rrd_dir: Path) -> int | None:
+    """The newest update time among the node RRD files under ``rrd_dir`` (None: no files)."""
+    import rrdtool
+
+    newest: int | None = None
+    for sub in NODE_RRD_DIRS:
+        folder = rrd_dir / sub
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            try:
+                last = int(rrdtool.last(str(path)))
+            except rrdtool.OperationalError:
+                continue
+            newest = last if newest is None else max(newest, last)
+    return newest
+
+
+def build_collect(source: SourceConfig) -> Collect:
+    """The collect function of a round for the configured source."""
+    if source.type == "api":
+        return _api_collect(source)
+    return _files_collect(source)
+
+
+def _files_collect(source: SourceConfig) -> Collect:
+    from collector.pvecfg.guestcache import GuestConfigCache
+    from collector.snapshot_builder import CollectOptions, build_snapshot
+
+    root, rrd_dir = Path(source.root), Path(source.rrd_dir)
+    daemon = source.rrdcached or None
+    if daemon and not daemon.startswith(("unix:", "/")) and ":" not in daemon:
+        daemon = f"unix:{daemon}"
+    cache = GuestConfigCache()
+
+    def collect() -> Snapshot:
+        now: int | None
+        if source.now == "latest":
+            now = newest_rrd_time(rrd_dir)
+            if now is None:
+                raise RuntimeError(f"source.now = 'latest': no node RRD files under {rrd_dir}")
+        else:
+            now = None if source.now == "wall" else int(source.now)
+        options = CollectOptions(
+            window_s=int(source.window),
+            usage=source.usage,  # type: ignore[arg-type]  # checked against VIEWS on load
+            half_life_s=source.half_life,
+            daemon=daemon,
+            now=now,
+            status_dump=Path(source.status_dump) if source.status_dump else None,
+        )
+        return build_snapshot(root, rrd_dir, options, cache=cache)
+
+    return collect
+
+
+def _api_collect(source: SourceConfig) -> Collect:
+    """The PVE API source (``collector.api_source``), imported only when configured."""
+    try:
+        module = importlib.import_module("collector.api_source")
+    except ModuleNotFoundError as error:
+        raise CommandError(
+            "source.type = 'api' needs collector.api_source, which this installation lacks; "
+            "use source.type = 'files' on a PVE node"
+        ) from error
+    factory = getattr(module, "build_collect", None)
+    if factory is None:
+        raise CommandError("collector.api_source has no build_collect(); update pve-rebalancer")
+    api = source.api
+    secret = api.token_secret.reveal() if api.token_secret is not None else ""
+    collect: Collect = factory(
+        hosts=list(api.hosts),
+        token_id=api.token_id,
+        token_secret=secret,
+        verify_tls=api.verify_tls,
+        ca_file=api.ca_file or None,
+        timeout_s=api.timeout,
+        window_s=int(source.window),
+        usage=source.usage,
+        half_life_s=source.half_life,
+    )
+    return collect
+
+
+# ----- the daemon ------------------------------------------------------------------------
+
+
+def ha_recommend_only(snapshot: Snapshot, allow_ha: bool) -> bool:
+    """True when PVE's CRS auto-rebalances HA resources itself and we must leave them alone."""
+    return snapshot.crs.auto_rebalance and not allow_ha
+
+
+def actionable_moves(snapshot: Snapshot, moves: list[Move], recommend_only_ha: bool) -> list[Move]:
+    """The moves the actuator may carry out: without HA resources when they are recommend-only."""
+    if not recommend_only_ha:
+        return list(moves)
+    ha = {g.sid for g in snapshot.guests if g.ha is not None}
+    return [m for m in moves if not ha.intersection(m.members or [m.sid])]
+
+
+@dataclass(slots=True)
+class _HistoryMark:
+    at: float
+    key: tuple[object, ...]
+
+
+def _decision_key(result: RoundResult) -> tuple[object, ...]:
+    return (result.triggered, tuple((m.sid, m.target) for m in result.moves))
+
+
+class Daemon:
+    """The running service: one config, one store, one runner, one server, one schedule."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        *,
+        act_on: ActOn | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        from cli.service import RoundRunner
+        from cli.state_store import StateStore
+        from exporters.state import RoundPublisher
+
+        self.config_path = config_path
+        self.config = config
+        self.clock = clock
+        self.store = StateStore.in_dir(config.state.dir)
+        self.publisher = RoundPublisher()
+        self._source = build_collect(config.source)
+        self._act_on = act_on
+        self.ha_recommend_only = False
+        """For the status page / metrics: HA resources are recommend-only this round."""
+        self._history: _HistoryMark | None = None
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._wake = threading.Event()
+        state = self.store.load_state()
+        log.info(
+            "state restored from %s: hold count %d, %d move(s) in flight, %d cooldown(s)",
+            self.store.path,
+            state.hold_count,
+            len(state.in_flight),
+            len(state.cooldowns),
+        )
+        self.runner = RoundRunner(
+            collect=self._collect,
+            publisher=self.publisher,
+            options=config.balancer.options,
+            state=state,
+            automation_enabled=act_on is not None and config.actuator.enabled,
+            clock=clock,
+            on_result=self._after_round,
+        )
+        self._server: Any = None
+        self._scheduler: Any = None
+
+    # --- one round (called in the scheduler thread, under the runner's lock) ---------------
+
+    def _collect(self) -> Snapshot:
+        config = self.config
+        snapshot = self._source()
+        self.runner.options = config.balancer.options_for(snapshot.crs)
+        recommend_only = ha_recommend_only(
+            snapshot, config.actuator.allow_ha_when_crs_auto_rebalance
+        )
+        if recommend_only and not self.ha_recommend_only:
+            log.warning(
+                "datacenter.cfg has ha-auto-rebalance=1: PVE's CRS balances HA resources "
+                "itself; they are only recommended here, never acted on "
+                "(actuator.allow_ha_when_crs_auto_rebalance = false)"
+            )
+        self.ha_recommend_only = recommend_only
+        return snapshot
+
+    def _after_round(self, snapshot: Snapshot, result: RoundResult) -> None:
+        finished_at = self.clock()
+        key = _decision_key(result)
+        mark = self._history
+        write = (
+            mark is None
+            or mark.key != key
+            or finished_at - mark.at >= self.config.schedule.history_interval
+        )
+        self.store.save_round(result, self.runner.state, finished_at, history=write)
+        if write:
+            self._history = _HistoryMark(finished_at, key)
+        if self._act_on is not None and self.config.actuator.enabled and result.moves:
+            moves = actionable_moves(snapshot, result.moves, self.ha_recommend_only)
+            if moves:
+                self._act_on(snapshot, moves)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the exporter server and the schedule (first round at once)."""
+        from cli.service import start_schedule
+        from exporters.http import ExporterServer
+
+        self._server = ExporterServer(self.publisher, server_config(self.config))
+        try:
+            self._server.start()
+        except OSError as error:
+            raise CommandError(f"cannot serve on {self.config.exporter.listen}: {error}") from error
+        self._scheduler = start_schedule(self.runner, self.config.schedule.interval)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+        self._wake.set()
+
+    def wait(self) -> None:
+        """Serve until a stop is requested, reloading when asked (main thread)."""
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            if self._reload.is_set() and not self._stop.is_set():
+                self._reload.clear()
+                self.reload()
+
+    def stop(self) -> None:
+        """Stop the schedule (after the round in progress), the server; save the state."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        self.store.save_state(self.runner.state)
+        self.store.close()
+        log.info("stopped; state saved (hold count %d)", self.runner.state.hold_count)
+
+    def reload(self) -> bool:
+        """Read the configuration again; keep the running one when the new one is broken."""
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload refused: %s", problem.format(self.config_path))
+            log.error("reload refused: keeping the running configuration")
+            return False
+        try:
+            source = build_collect(new.source) if new.source != self.config.source else None
+        except CommandError as error:
+            log.error("reload refused: %s; keeping the running configuration", error)
+            return False
+        old, self.config = self.config, new
+        if source is not None:
+            self._source = source
+        self.runner.options = new.balancer.options
+        for section in ("exporter", "state", "actuator"):
+            if getattr(old, section) != getattr(new, section):
+                log.warning("reload: [%s] changes take effect after a restart", section)
+        if new.schedule.interval != old.schedule.interval and self._scheduler is not None:
+            self._scheduler.reschedule_job(
+                "round", trigger="interval", seconds=new.schedule.interval
+            )
+        log.info(
+            "configuration reloaded (threshold %s, interval %g s)",
+            "from datacenter.cfg" if new.balancer.follow_crs else new.balancer.options.threshold,
+            new.schedule.interval,
+        )
+        return True
+
+
+def server_config(config: Config) -> Any:
+    """The exporter server settings from ``[exporter]``."""
+    from exporters.auth import BasicAuth
+    from exporters.http import ServerConfig, TlsConfig
+
+    exporter = config.exporter
+    tls = None
+    if exporter.tls_cert:
+        tls = TlsConfig(Path(exporter.tls_cert), Path(exporter.tls_key))
+    auth = None
+    if exporter.auth_user:
+        auth = BasicAuth.from_hash(exporter.auth_user, exporter.auth_password_hash)
+    return ServerConfig(
+        host=exporter.listen,
+        port=exporter.port,
+        tls=tls,
+        auth=auth,
+        health_max_age_s=max(exporter.health_max_age, 3 * config.schedule.interval),
+    )
+
+
+def _actuator(config: Config) -> ActOn | None:
+    """The actuator hook (``cli.actuator``), when enabled; a clear error when it is missing."""
+    if not config.actuator.enabled:
+        return None
+    try:
+        module = importlib.import_module("cli.actuator")
+    except ModuleNotFoundError as error:
+        raise CommandError(
+            "actuator.enabled = true needs cli.actuator, which this installation lacks"
+        ) from error
+    act_on: ActOn = module.make_actuator(config.actuator)
+    return act_on
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging()
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        raise CommandError(f"invalid configuration:\n{error}") from error
+    daemon = Daemon(args.config, config, act_on=_actuator(config))
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        daemon.request_stop()
+
+    def on_reload(signum: int, frame: FrameType | None) -> None:
+        daemon.request_reload()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
+    try:
+        daemon.start()
+        daemon.wait()
+    finally:
+        daemon.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cli.run_cmd --config FILE`` (the same as ``pve-rebalancer run``)."""
+    parser = argparse.ArgumentParser(prog="pve-rebalancer run")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except CommandError as error:
+        print(f"pve-rebalancer run: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
