@@ -640,3 +640,30 @@ def test_window_closing_mid_plan_stops_the_rest():
     report = harness.run(two_moves())
     assert [o.move.sid for o in report.outcomes] == ["vm:100"]
     assert "outside the allowed time windows" in (report.stopped or "")
+
+
+def test_queued_ha_request_not_seen_done_in_time_fails():
+    snapshot = make_snapshot([make_guest(100, "pve1", ha="started")])
+    writer = FakeWriter(return_upid=False)
+    harness = Harness(snapshot, replace(ON, task_timeout_s=5.0), writer=writer)
+    report = harness.run([make_move(1, "vm:100", "pve1", "pve2")])
+    assert report.outcomes[0].error == (
+        "not finished after 5 s (queued request /cluster/ha/resources/vm:100/migrate)"
+    )
+    assert harness.recorder.events == [("qemu", "started"), ("qemu", "failed")]
+
+
+def test_a_blocked_move_in_a_wave_lets_the_started_ones_finish():
+    snapshot = two_vm_snapshot()
+    writer = FakeWriter(polls_to_finish=2)
+    harness = Harness(snapshot, replace(ON, concurrency=2), writer=writer)
+
+    def after_first_post(path: str, data: Any) -> None:
+        harness.fresh = _guest_state(snapshot, status="stopped")
+
+    writer.on_post = after_first_post
+    report = harness.run(two_moves())
+    assert [(o.move.sid, o.state) for o in report.outcomes] == [("vm:100", "succeeded")]
+    assert writer.events[-1] == ("poll", "/nodes/pve1/qemu/100/migrate")
+    assert report.stopped == "move 2 (vm:101): guest vm:101 is not running (status stopped)"
+    assert [m.sid for m in report.not_started] == ["vm:101"]

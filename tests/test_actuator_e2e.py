@@ -5,6 +5,7 @@ before each move in snapshots collected from the simulated cluster's files."""
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from exporters.actuator import Actuator, ActuatorConfig
 from exporters.actuator_pveapi import PveApiWriter
 from exporters.state import RoundPublisher
 from model.plan import Move
-from model.snapshot import Guest, Snapshot
+from model.snapshot import Guest, Node, Snapshot
 from pveapi import ApiToken, PveApiClient
 from simulator.api_server import SimulatedApiServer
 from simulator.cluster import SimulatedCluster, simulate_cluster
@@ -104,9 +105,7 @@ def test_planned_moves_end_on_their_targets(tmp_path: Path, tls_files: tuple[Pat
         server.stop()
 
     assert report.stopped is None, report.stopped
-    assert [(o.move.sid, o.state) for o in report.outcomes] == [
-        (m.sid, "succeeded") for m in moves
-    ]
+    assert [(o.move.sid, o.state) for o in report.outcomes] == [(m.sid, "succeeded") for m in moves]
     assert [c.path for c in report.calls] == [
         f"/nodes/{vm.node}/qemu/{vm.vmid}/migrate",
         f"/cluster/ha/resources/{ha_vm.sid}/migrate",
@@ -134,9 +133,8 @@ def test_moves_refused_by_the_cluster_are_failed_and_stop_the_plan(
         plan_snapshot = collect(cluster)
         vm = pick(plan_snapshot, type_="qemu", ha=False, taken=set())
         # the cluster knows no node "ghost": the plan's snapshot pretends it does
-        ghost = type(plan_snapshot.nodes[0])("ghost", True, False, 8, 8e9, 0, 0)
-        planned = Snapshot(**{**{f: getattr(plan_snapshot, f) for f in Snapshot.__slots__},
-                              "nodes": [*plan_snapshot.nodes, ghost]})  # fmt: skip
+        ghost = Node("ghost", True, False, 8, 8e9, 0, 0)
+        planned = replace(plan_snapshot, nodes=[*plan_snapshot.nodes, ghost])
 
         def fresh() -> Snapshot:
             current = collect(cluster)
