@@ -15,7 +15,9 @@ Sections (see ``pve-rebalancer.example.toml`` for every key with its default):
   cluster's files and the simulator) or a fixed unix time.
 - ``[balancer]``: every :class:`balancer.options.BalancerOptions` field plus ``follow_crs``
   (take threshold, margin, hold duration, method and mode from datacenter.cfg every round).
-- ``[exporter]``, ``[actuator]``, ``[state]``, ``[schedule]``.
+- ``[exporter]``, ``[actuator]`` (migrates through the PVE API, so enabling it, even as a
+  dry run, needs ``[source.api]`` credentials whatever the source type), ``[state]``,
+  ``[schedule]``.
 
 Secrets: the API token secret comes from an environment variable or from a file readable by
 its owner only (a group/world-readable file is refused). It is held in a :class:`Secret`,
@@ -163,6 +165,17 @@ class ActuatorConfig:
     """Local-time windows ``HH:MM-HH:MM`` (may wrap midnight) when moves may start; [] = any."""
     allow_ha_when_crs_auto_rebalance: bool = False
     """False: while datacenter.cfg has ha-auto-rebalance=1, HA resources are only recommended."""
+    allow_containers: bool = False
+    """Containers restart when migrated: the actuator leaves them alone unless allowed."""
+    task_timeout: float = 900.0
+    """A migration task not ended after this long is reported failed."""
+    poll_interval: float = 2.0
+    """How often a running migration task is polled."""
+
+    @property
+    def active(self) -> bool:
+        """The actuator runs (carrying moves out, or listing the calls in a dry run)."""
+        return self.enabled or self.dry_run
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +317,8 @@ DURATION_KEYS = {
     "source.window",
     "source.half_life",
     "source.api.timeout",
+    "actuator.task_timeout",
+    "actuator.poll_interval",
     "exporter.health_max_age",
     "schedule.interval",
     "schedule.history_interval",
@@ -473,7 +488,7 @@ def _api(data: Any, problems: _Problems, needed: bool) -> ApiConfig:
     return replace(api, token_secret=secret)
 
 
-def _source(data: Any, problems: _Problems) -> SourceConfig:
+def _source(data: Any, problems: _Problems, *, api_needed: bool) -> SourceConfig:
     if not isinstance(data, dict):
         problems.add("source", f"expected a table, got {_type_name(data)}")
         return SourceConfig()
@@ -494,7 +509,7 @@ def _source(data: Any, problems: _Problems) -> SourceConfig:
         problems.add("source.now", 'expected "wall", "latest" or a unix time')
         now = "wall"
     values["now"] = now
-    api = _api(api_data, problems, needed=values.get("type", "files") == "api")
+    api = _api(api_data, problems, needed=api_needed or values.get("type", "files") == "api")
     return SourceConfig(**values, api=api)
 
 
@@ -524,6 +539,9 @@ def _exporter(data: Any, problems: _Problems) -> ExporterConfig:
 def _actuator(data: Any, problems: _Problems) -> ActuatorConfig:
     actuator = ActuatorConfig(**_section("actuator", ActuatorConfig, data, problems))
     _check_range(problems, "actuator.concurrency", actuator.concurrency, 1)
+    for key in ("task_timeout", "poll_interval"):
+        _check_range(problems, f"actuator.{key}", getattr(actuator, key), 0.0, None,
+                     low_open=True)  # fmt: skip
     for window in actuator.windows:
         if not WINDOW_RE.match(window):
             problems.add("actuator.windows", f"{window!r} is not HH:MM-HH:MM")
@@ -552,11 +570,16 @@ def parse_config(text: str, path: Path | str = "<config>") -> Config:
     for name in data:
         if name not in SECTIONS:
             problems.add(name, "unknown section")
+    actuator_data = data.get("actuator", {})
+    # the actuator migrates through the PVE API: it needs [source.api] whatever the source
+    api_needed = isinstance(actuator_data, dict) and any(
+        actuator_data.get(key) is True for key in ("enabled", "dry_run")
+    )
     config = Config(
-        source=_source(data.get("source", {}), problems),
+        source=_source(data.get("source", {}), problems, api_needed=api_needed),
         balancer=_balancer(data.get("balancer", {}), problems),
         exporter=_exporter(data.get("exporter", {}), problems),
-        actuator=_actuator(data.get("actuator", {}), problems),
+        actuator=_actuator(actuator_data, problems),
         state=StateConfig(**_section("state", StateConfig, data.get("state", {}), problems)),
         schedule=_schedule(data.get("schedule", {}), problems),
     )

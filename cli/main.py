@@ -21,6 +21,9 @@ COMMAND_MODULES = (
     "cli.simulate_cluster_cmd",
     "cli.plan_cmd",
     "cli.place_cmd",
+    "cli.run_cmd",
+    "cli.check_config_cmd",
+    "cli.history_cmd",
 )
 
 

@@ -16,12 +16,17 @@ and the schedule interval take effect from the next round; a broken new file is 
 (every problem) and the running configuration kept. Listen address, TLS, auth, the state
 directory and the actuator settings need a restart (a reload says so in the log).
 
+The actuator (:mod:`exporters.actuator`, through :mod:`pveapi` with the ``[source.api]``
+credentials) runs when ``[actuator]`` enables it or asks for a dry run; every migration it
+starts is written to the state store, and moves it did not carry out (not started, failed)
+are taken out of the balancer's in-flight set (a failed one still cools down).
+
 ``source.now = "latest"`` makes the files source take the newest point in the node RRD files
 as "now": the right choice for a copy of a cluster's files or the simulator, whose clock is
 not the wall clock. When datacenter.cfg has ``ha-auto-rebalance=1`` and
 ``actuator.allow_ha_when_crs_auto_rebalance`` is false, HA resources are only recommended
-(PVE's own CRS moves them); :attr:`Daemon.ha_recommend_only` holds that flag and the log says
-it once each time it turns on.
+(PVE's own CRS moves them; the actuator's policy refuses them); :attr:`Daemon.ha_recommend_only`
+holds that flag and the log says it once each time it turns on.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -50,7 +55,18 @@ DEFAULT_CONFIG = Path("/etc/pve-rebalancer/pve-rebalancer.toml")
 NODE_RRD_DIRS = ("pve-node-9.0", "pve2-node")
 
 Collect = Callable[[], Snapshot]
-ActOn = Callable[[Snapshot, list[Move]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Acted:
+    """What the actuator did not carry out of a plan."""
+
+    not_started: list[Move] = field(default_factory=list)
+    failed: list[Move] = field(default_factory=list)
+
+
+ActOn = Callable[[Snapshot, RoundResult], Acted]
+"""Carries a round's plan out (the actuator); returns the moves that did not happen."""
 
 
 def register(commands: Any) -> None:
@@ -127,31 +143,55 @@ def _files_collect(source: SourceConfig) -> Collect:
     return collect
 
 
-def _api_collect(source: SourceConfig) -> Collect:
-    """The PVE API source (``collector.api_source``), imported only when configured."""
+def api_client(source: SourceConfig) -> Any:
+    """The :class:`pveapi.PveApiClient` of ``[source.api]`` (the API source and the actuator)."""
     try:
-        module = importlib.import_module("collector.api_source")
-    except ModuleNotFoundError as error:
-        raise CommandError(
-            "source.type = 'api' needs collector.api_source, which this installation lacks; "
-            "use source.type = 'files' on a PVE node"
-        ) from error
-    factory = getattr(module, "build_collect", None)
-    if factory is None:
-        raise CommandError("collector.api_source has no build_collect(); update pve-rebalancer")
+        from pveapi import ApiToken, PveApiClient
+    except ImportError as error:
+        raise CommandError(f"the PVE API client is not available: {error}") from error
     api = source.api
-    secret = api.token_secret.reveal() if api.token_secret is not None else ""
-    collect: Collect = factory(
-        hosts=list(api.hosts),
-        token_id=api.token_id,
-        token_secret=secret,
-        verify_tls=api.verify_tls,
-        ca_file=api.ca_file or None,
-        timeout_s=api.timeout,
+    if api.token_secret is None:
+        raise CommandError("[source.api] has no token secret (token_secret_env/_file)")
+    user, _, name = api.token_id.partition("!")
+    token = ApiToken(user, name, api.token_secret.reveal())
+    try:
+        return PveApiClient(
+            api.hosts,
+            token,
+            verify_tls=api.verify_tls,
+            ca_bundle=api.ca_file or None,
+            timeout_s=api.timeout,
+        )
+    except ValueError as error:
+        raise CommandError(f"[source.api]: {error}") from error
+
+
+def _api_collect(source: SourceConfig) -> Collect:
+    """The PVE API source (``collector.api_source``), imported only when configured.
+
+    ``now = "latest"`` means the wall clock here (the API serves the live cluster).
+    """
+    try:
+        api_source = importlib.import_module("collector.api_source")
+    except ImportError as error:
+        raise CommandError(
+            "source.type = 'api' needs collector.api_source, which this installation lacks "
+            f"({error}); use source.type = 'files' on a PVE node"
+        ) from error
+    from collector.snapshot_builder import CollectOptions
+
+    client = api_client(source)
+    options = CollectOptions(
         window_s=int(source.window),
-        usage=source.usage,
+        usage=source.usage,  # type: ignore[arg-type]  # checked against VIEWS on load
         half_life_s=source.half_life,
+        now=source.now if isinstance(source.now, int) else None,
     )
+
+    def collect() -> Snapshot:
+        snapshot: Snapshot = api_source.build_snapshot_from_api(client, options)
+        return snapshot
+
     return collect
 
 
@@ -161,14 +201,6 @@ def _api_collect(source: SourceConfig) -> Collect:
 def ha_recommend_only(snapshot: Snapshot, allow_ha: bool) -> bool:
     """True when PVE's CRS auto-rebalances HA resources itself and we must leave them alone."""
     return snapshot.crs.auto_rebalance and not allow_ha
-
-
-def actionable_moves(snapshot: Snapshot, moves: list[Move], recommend_only_ha: bool) -> list[Move]:
-    """The moves the actuator may carry out: without HA resources when they are recommend-only."""
-    if not recommend_only_ha:
-        return list(moves)
-    ha = {g.sid for g in snapshot.guests if g.ha is not None}
-    return [m for m in moves if not ha.intersection(m.members or [m.sid])]
 
 
 @dataclass(slots=True)
@@ -202,7 +234,7 @@ class Daemon:
         self.store = StateStore.in_dir(config.state.dir)
         self.publisher = RoundPublisher()
         self._source = build_collect(config.source)
-        self._act_on = act_on
+        self._act_on = act_on if act_on is not None else make_actuator(self)
         self.ha_recommend_only = False
         """For the status page / metrics: HA resources are recommend-only this round."""
         self._history: _HistoryMark | None = None
@@ -222,7 +254,7 @@ class Daemon:
             publisher=self.publisher,
             options=config.balancer.options,
             state=state,
-            automation_enabled=act_on is not None and config.actuator.enabled,
+            automation_enabled=config.actuator.enabled and not config.actuator.dry_run,
             clock=clock,
             on_result=self._after_round,
         )
@@ -259,10 +291,27 @@ class Daemon:
         self.store.save_round(result, self.runner.state, finished_at, history=write)
         if write:
             self._history = _HistoryMark(finished_at, key)
-        if self._act_on is not None and self.config.actuator.enabled and result.moves:
-            moves = actionable_moves(snapshot, result.moves, self.ha_recommend_only)
-            if moves:
-                self._act_on(snapshot, moves)
+        if self._act_on is not None and result.moves:
+            acted = self._act_on(snapshot, result)
+            if self.runner.automation_enabled and (acted.not_started or acted.failed):
+                self._forget(acted)
+                self.store.save_state(self.runner.state)
+
+    def _forget(self, acted: Acted) -> None:
+        """Moves that did not happen are not in flight; those never started do not cool down."""
+        state = self.runner.state
+        for moves, cooled in ((acted.not_started, False), (acted.failed, True)):
+            for move in moves:
+                for sid in move.members or [move.sid]:
+                    state.in_flight.pop(sid, None)
+                    state.crs_in_flight.pop(sid, None)
+                    state.crs_in_flight_rounds.pop(sid, None)
+                    if not cooled:
+                        state.cooldowns.pop(sid, None)
+
+    def fresh_snapshot(self) -> Snapshot:
+        """A snapshot from the current source (the actuator re-checks the cluster with it)."""
+        return self._source()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -361,18 +410,72 @@ def server_config(config: Config) -> Any:
     )
 
 
-def _actuator(config: Config) -> ActOn | None:
-    """The actuator hook (``cli.actuator``), when enabled; a clear error when it is missing."""
-    if not config.actuator.enabled:
+class MigrationLog:
+    """The actuator's ``on_migration`` callback: every migration in the state store."""
+
+    def __init__(self, store: Any, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+        self._ids: dict[str, int] = {}
+
+    def __call__(
+        self,
+        sid: str,
+        source: str,
+        target: str,
+        upid: str | None,
+        state: str,
+        error: str | None,
+    ) -> None:
+        if state == "started":
+            self._ids[sid] = self._store.record_migration(
+                sid, source, target, self._clock(), upid=upid, state="running"
+            )
+            return
+        ident = self._ids.pop(sid, None)
+        if ident is None:
+            ident = self._store.record_migration(sid, source, target, self._clock(), upid=upid)
+        self._store.update_migration(
+            ident, state, upid=upid, finished_at=self._clock(), error=error
+        )
+
+
+def make_actuator(daemon: Daemon) -> ActOn | None:
+    """The actuator (:mod:`exporters.actuator`) when ``[actuator]`` enables it or a dry run."""
+    settings = daemon.config.actuator
+    if not settings.active:
         return None
+    from exporters.actuator import Actuator
+    from exporters.actuator import ActuatorConfig as Settings
+    from exporters.actuator_pveapi import PveApiWriter
+
     try:
-        module = importlib.import_module("cli.actuator")
-    except ModuleNotFoundError as error:
-        raise CommandError(
-            "actuator.enabled = true needs cli.actuator, which this installation lacks"
-        ) from error
-    act_on: ActOn = module.make_actuator(config.actuator)
-    return act_on
+        actuator = Actuator(
+            PveApiWriter(api_client(daemon.config.source)),
+            daemon.fresh_snapshot,
+            Settings(
+                enabled=settings.enabled,
+                dry_run=settings.dry_run,
+                concurrency=settings.concurrency,
+                windows=tuple(settings.windows),
+                allow_containers=settings.allow_containers,
+                allow_ha_when_crs_auto_rebalance=settings.allow_ha_when_crs_auto_rebalance,
+                task_timeout_s=settings.task_timeout,
+                poll_interval_s=settings.poll_interval,
+            ),
+            recorder=daemon.publisher,
+            on_migration=MigrationLog(daemon.store, daemon.clock),
+        )
+    except ValueError as error:
+        raise CommandError(f"[actuator]: {error}") from error
+
+    def act(snapshot: Snapshot, result: RoundResult) -> Acted:
+        report = actuator.execute(snapshot, result)
+        failed = [o.move for o in report.outcomes if o.state == "failed"]
+        planned = [o.move for o in report.outcomes if o.state == "planned"]  # dry run
+        return Acted(not_started=list(report.not_started) + planned, failed=failed)
+
+    return act
 
 
 def configure_logging() -> None:
@@ -390,7 +493,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as error:
         raise CommandError(f"invalid configuration:\n{error}") from error
-    daemon = Daemon(args.config, config, act_on=_actuator(config))
+    daemon = Daemon(args.config, config)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         daemon.request_stop()

@@ -228,4 +228,3 @@ def test_check_config_lists_each_error(tmp_path: Path, capsys: pytest.CaptureFix
         f"{path}:2: balancer.threshold: 300 must be <= 100",
         f"{path}:5: state.directory: unknown key",
     ]
-
