@@ -89,7 +89,8 @@ def test_same_size_change_within_the_mtime_tick_is_not_missed(tmp_path):
     root = tmp_path / "pve"
     shutil.copytree(FIXTURES / "pve9-cluster", root)
     path = root / "nodes/pve3/qemu-server/103.conf"
-    stamp = path.stat().st_mtime_ns  # just written: inside the racy window
+    os.utime(path)  # copytree kept the fixture's old mtime; "just written" is the case here
+    stamp = path.stat().st_mtime_ns  # inside the racy window
     cache = GuestConfigCache(racy_window_s=3600)
     assert read_tree(root, cache=cache).guests[103].maxcpu == 2
     path.write_text(path.read_text().replace("cores: 2", "cores: 6"))
