@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "cli.run_cmd",
     "cli.check_config_cmd",
     "cli.history_cmd",
+    "cli.simulate_cmd",
 )
 
 
