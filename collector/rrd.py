@@ -26,8 +26,9 @@ end are aligned to the resolution before fetching; rows are those ending in (sta
 are flushed first (one ``flushcached`` call; if that fails, every fetch goes through the
 daemon, and a finding says so).
 
-Files are fetched through librrd's ``rrd_fetch_r`` with ctypes on a few threads
-(:mod:`collector.rrd_fast`: values arrive as C double arrays, no per-value Python objects).
+Files are fetched through librrd's ``rrd_fetch_r`` with ctypes (:mod:`collector.rrd_fast`:
+values arrive as C double arrays, no per-value Python objects), on a few threads, or for many
+files on a pool of processes, narrowed to the DS the frame needs plus a per-row "known" flag.
 The ``rrdtool`` binding is used instead when librrd cannot be loaded that way (one info
 finding ``rrd-slow-path`` per read says so), when fetches must go through rrdcached (a
 failed flush, or ``RRDCACHED_ADDRESS`` set); both paths give identical frames and findings.
@@ -54,7 +55,7 @@ import polars as pl
 import rrdtool
 
 from collector import rrd_fast
-from collector.rrd_fast import FetchError, Librrd
+from collector.rrd_fast import FetchError, Librrd, Selection
 from collector.series import ID_COLUMN, TIME_COLUMN, conform, select_columns, value_columns
 from model import Finding
 from model.rrd_schema import LAYOUTS, STEP, Kind, RrdLayout
@@ -92,8 +93,11 @@ class _Block:
     first_time: int
     step: int
     ds: tuple[str, ...]
+    """The names of ``values``' columns (the read's selection)."""
     values: npt.NDArray[np.float64]
     """``[files, rows, ds]``; NaN where unknown."""
+    known: npt.NDArray[np.bool_]
+    """``[files, rows]``: some DS of the layout is known (``cpu`` as cores)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,23 @@ class _Window:
     end: int
     options: list[str]
     """Arguments for the binding after path and CF (``--daemon`` first when needed)."""
+    selection: Selection
+    """The DS columns the frame needs, and those that make a row known."""
+
+
+def selection_for(kind: Kind, columns: tuple[str, ...]) -> Selection:
+    """What :func:`read_series` fetches of each file of ``kind`` for ``columns``.
+
+    The columns (with ``maxcpu`` when ``cpu`` becomes cores), rows known from the layout's DS.
+
+    Cores are known only with ``maxcpu``, itself a layout DS: ``cpu`` then adds nothing to
+    "known" and is left out of it.
+    """
+    layout_ds = value_columns(kind)
+    cores = "cpu" in layout_ds and "maxcpu" in layout_ds
+    needed = set(columns) | ({"maxcpu"} if cores and "cpu" in columns else set())
+    known_from = tuple(name for name in layout_ds if not (cores and name == "cpu"))
+    return Selection(tuple(name for name in layout_ds if name in needed), known_from)
 
 
 def _kept_rows(first_time: int, step: int, rows: int, end: int) -> int:
@@ -212,8 +233,10 @@ def _fetch_one(
         return None
     first_time = int(first) + int(step)
     kept = _kept_rows(first_time, int(step), len(rows), window.end)
-    values = np.array(rows[:kept], dtype=float).reshape(1, kept, len(ds))
-    return _Block([ident], first_time, int(step), ds, values)
+    values, known = window.selection.narrow(
+        ds, np.array(rows[:kept], dtype=float).reshape(1, kept, len(ds))
+    )
+    return _Block([ident], first_time, int(step), window.selection.columns, values, known)
 
 
 def _fetch_fast(
@@ -224,33 +247,67 @@ def _fetch_fast(
     window: _Window,
     findings: list[Finding],
 ) -> list[_Block]:
-    """Fetch ``paths`` through librrd on threads; a chunk of files on one grid is one block."""
+    """Fetch ``paths`` through librrd; each run of usable files on a chunk's grid is one block."""
     blocks: list[_Block] = []
-    chunks = library.fetch_many(paths, window.cf, window.start, window.end, window.resolution)
+    chunks = library.fetch_files(
+        paths,
+        window.cf,
+        window.start,
+        window.end,
+        window.resolution,
+        selection=window.selection,
+    )
     offset = 0
     for chunk in chunks:
-        kept_files: list[tuple[str, rrd_fast.Fetched]] = []
-        for index, result in enumerate(chunk.results, start=offset):
+        run: list[int] = []  # consecutive usable files on the chunk's grid
+        for index, result in enumerate(chunk.results):
+            path = paths[offset + index]
             if isinstance(result, FetchError):
                 message = f"cannot read RRD: {result.message}"
-                findings.append(Finding("rrd-unreadable", paths[index], message, "error"))
-            elif _usable(paths[index], layout, result.ds, findings):
-                kept_files.append((ids[index], result))
+                findings.append(Finding("rrd-unreadable", path, message, "error"))
+            elif _usable(path, layout, result.ds, findings):
+                if chunk.on_grid is not None and chunk.on_grid[index]:
+                    run.append(index)
+                    continue
+                _add_run(blocks, chunk, run, ids, offset, window)
+                blocks.append(_block_of(ids[offset + index], result, window))
+            _add_run(blocks, chunk, run, ids, offset, window)
+        _add_run(blocks, chunk, run, ids, offset, window)
         offset += len(chunk.results)
-        if not kept_files:
-            continue
-        if chunk.stacked is not None and len(kept_files) == len(chunk.results):
-            first = kept_files[0][1]
-            kept = _kept_rows(first.first_time, first.step, chunk.stacked.shape[1], window.end)
-            chunk_ids = [ident for ident, _ in kept_files]
-            values = chunk.stacked[:, :kept]
-            blocks.append(_Block(chunk_ids, first.first_time, first.step, first.ds, values))
-            continue
-        for ident, item in kept_files:
-            kept = _kept_rows(item.first_time, item.step, item.values.shape[0], window.end)
-            values = item.values[None, :kept]
-            blocks.append(_Block([ident], item.first_time, item.step, item.ds, values))
     return blocks
+
+
+def _block_of(ident: str, result: rrd_fast.Fetched, window: _Window) -> _Block:
+    """The block of one file fetched with the window's selection (off its chunk's grid)."""
+    assert result.known is not None
+    kept = _kept_rows(result.first_time, result.step, result.values.shape[0], window.end)
+    values, known = result.values[None, :kept], result.known[None, :kept]
+    return _Block([ident], result.first_time, result.step, window.selection.columns, values, known)
+
+
+def _add_run(
+    blocks: list[_Block],
+    chunk: rrd_fast.Chunk,
+    run: list[int],
+    ids: list[str],
+    offset: int,
+    window: _Window,
+) -> None:
+    """The files of ``run`` (consecutive indexes on ``chunk``'s grid) as one block; run emptied."""
+    if not run:
+        return
+    assert chunk.grid is not None
+    assert chunk.known is not None
+    first = chunk.results[run[0]]
+    assert isinstance(first, rrd_fast.Fetched)
+    part = slice(run[0], run[-1] + 1)
+    kept = _kept_rows(first.first_time, first.step, chunk.grid.shape[1], window.end)
+    values, known = chunk.grid[part, :kept], chunk.known[part, :kept]
+    run_ids = ids[offset + run[0] : offset + run[-1] + 1]
+    blocks.append(
+        _Block(run_ids, first.first_time, first.step, window.selection.columns, values, known)
+    )
+    run.clear()
 
 
 def _fetch_generation(
@@ -297,23 +354,6 @@ def _old_files_with_news(
     return needed
 
 
-def _known_rows(block: _Block, layout_ds: tuple[str, ...], cores: bool) -> npt.NDArray[np.bool_]:
-    """Per row of ``block``: some DS of the layout is known (``cpu`` as cores).
-
-    Cores are known only with ``maxcpu``, itself a layout DS: with ``cores``, ``cpu`` adds
-    nothing and is left out.
-    """
-    ignored = [
-        index
-        for index, name in enumerate(block.ds)
-        if name not in layout_ds or (cores and name == "cpu")
-    ]
-    known = ~np.isnan(block.values)
-    if ignored:
-        known[:, :, ignored] = False
-    return known.any(axis=2).reshape(-1)
-
-
 def _internal_schema(columns: tuple[str, ...]) -> dict[str, pl.DataType]:
     schema: dict[str, pl.DataType] = {ID_COLUMN: pl.Utf8(), TIME_COLUMN: pl.Int64()}
     schema.update({name: pl.Float64() for name in columns})
@@ -349,7 +389,7 @@ def _frame_of(kind: Kind, blocks: list[_Block], columns: tuple[str, ...]) -> pl.
         part = slice(int(ends[len(blocks)]) - files * rows, int(ends[len(blocks)]))
         times[part] = np.tile(block.first_time + block.step * np.arange(rows), files)
         steps[part] = block.step
-        known[part] = _known_rows(block, layout_ds, cores)
+        known[part] = block.known.reshape(-1)
         position = {name: index for index, name in enumerate(block.ds)}
         for output, name in zip(outputs, columns, strict=True):
             target = output[part].reshape(files, rows)
@@ -579,7 +619,9 @@ def read_series(
         options = ["--daemon", daemon, *options]
         binding_only = True
 
-    window = _Window(cf, resolution, aligned_start, aligned_end, options)
+    window = _Window(
+        cf, resolution, aligned_start, aligned_end, options, selection_for(kind, selected)
+    )
     old_needed = _old_files_with_news(rrd_root, old_layout, old_ids, on_disk_current, aligned_start)
     library = _fast_library(bool(current_ids or old_needed), binding_only, findings)
     current_blocks = _fetch_generation(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +17,8 @@ import pytest
 import rrdtool
 
 from collector import rrd_fast
-from collector.rrd import read_series
-from collector.rrd_fast import Chunk, Fetched, FetchError, Librrd
+from collector.rrd import SeriesRead, read_series
+from collector.rrd_fast import Chunk, Fetched, FetchError, FetchResult, Librrd
 from model import Finding
 from model.rrd_schema import GUEST_9, GUEST_OLD
 from tests.rrd_helpers import create_rrd, layout_of, minutes, rrd_path, write_series
@@ -376,3 +380,343 @@ def test_names_freed_one_by_one_without_rrd_free_ptrs(tmp_path: Path, librrd: Li
             plain.fetch(str(path), "AVERAGE", NOW - HOUR, NOW, 60),
             binding_fetch(path, "AVERAGE", NOW - HOUR, NOW, 60),
         )
+
+
+# --- Selection, chunks across processes, the process pool ---------------------------------
+
+
+@pytest.fixture
+def fresh_pool():
+    """No pool before the test (so one is forked with its patches), none left after it."""
+    rrd_fast.shutdown_pool()
+    yield
+    rrd_fast.shutdown_pool()
+
+
+def use_processes(monkeypatch: pytest.MonkeyPatch, workers: int = 2) -> None:
+    """Every librrd read goes to a pool of ``workers`` processes, whatever the CPU count."""
+    monkeypatch.setattr(rrd_fast, "PROCESS_MIN_FILES", 1)
+    monkeypatch.setattr(rrd_fast, "process_workers", lambda: workers)
+
+
+def use_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rrd_fast, "PROCESS_MIN_FILES", 10**9)
+
+
+def read_all(root: Path, **options) -> list[SeriesRead]:
+    """Several reads of ``root`` that between them take every path of read_series."""
+    return [
+        read_series(root, "guest", None, NOW - HOUR, NOW, **options),
+        read_series(root, "guest", None, NOW - 3 * HOUR, NOW, cf="MAX", columns=["cpu", "mem"]),
+        read_series(root, "guest", None, NOW - 2 * DAY, NOW, resolution=1800, columns=["mem"]),
+        read_series(root, "node", None, NOW - HOUR, NOW, columns=["cpu"]),
+    ]
+
+
+def assert_same_reads(left: list[SeriesRead], right: list[SeriesRead]) -> None:
+    for one, other in zip(left, right, strict=True):
+        assert one.frame.equals(other.frame)
+        assert one.findings == other.findings
+        assert one.found_ids == other.found_ids
+
+
+def mixed_paths(root: Path) -> list[str]:
+    """Good files, unreadable ones, another grid (pre-9) and foreign DS lists, interleaved."""
+    names = sorted(p.name for p in (root / GUEST_9.directory).iterdir())
+    paths = [str(root / GUEST_9.directory / name) for name in names]
+    paths.insert(3, str(root / GUEST_OLD.directory / "106"))
+    paths.insert(5, str(root / "missing"))
+    return paths
+
+
+def librrd_name() -> str:
+    library = rrd_fast.load_librrd()
+    assert library is not None
+    return library.name
+
+
+def results_of(chunks: list[Chunk]) -> list[Fetched | FetchError]:
+    return [result for chunk in chunks for result in chunk.results]
+
+
+def assert_same_results(left: list[FetchResult], right: list[FetchResult]) -> None:
+    assert len(left) == len(right)
+    for one, other in zip(left, right, strict=True):
+        assert type(one) is type(other)
+        if isinstance(one, FetchError) or isinstance(other, FetchError):
+            assert one == other
+            continue
+        assert (one.first_time, one.step, one.ds, one.columns) == (
+            other.first_time,
+            other.step,
+            other.ds,
+            other.columns,
+        )
+        np.testing.assert_array_equal(one.values, other.values)
+        if one.known is None:
+            assert other.known is None
+        else:
+            np.testing.assert_array_equal(one.known, other.known)
+
+
+def test_selection_narrows_by_name_and_judges_known_rows() -> None:
+    selection = rrd_fast.Selection(("mem", "cpu", "pressurecpusome"), ("maxcpu", "mem"))
+    nan = np.nan
+    values = np.array([[[4.0, 0.5, 9.0]], [[nan, 0.5, nan]], [[nan, nan, nan]]])
+
+    narrow, known = selection.narrow(("maxcpu", "cpu", "mem"), values)
+
+    np.testing.assert_array_equal(
+        narrow, [[[9.0, 0.5, nan]], [[nan, 0.5, nan]], [[nan, nan, nan]]]
+    )  # a DS the file lacks is all NaN
+    assert known.tolist() == [[True], [False], [False]]  # cpu alone does not make it known
+    _, none_known = rrd_fast.Selection(("cpu",), ("netin",)).narrow(("cpu",), values[:, :, :1])
+    assert none_known.tolist() == [[False], [False], [False]]
+
+
+@pytest.mark.parametrize("selection", [None, rrd_fast.Selection(("cpu", "mem"), ("maxcpu",))])
+def test_chunks_pickle_their_grid_once_and_come_back_identical(
+    mixed_root: Path, librrd: Librrd, selection
+) -> None:
+    import pickle
+
+    paths = mixed_paths(mixed_root)
+    chunk = librrd.fetch_chunk(paths, "AVERAGE", NOW - HOUR, NOW, 60, selection)
+    many = librrd.fetch_chunk(paths[:1] * 200, "AVERAGE", NOW - HOUR, NOW, 60, selection)
+
+    back = pickle.loads(pickle.dumps(chunk))
+    assert_same_results(back.results, chunk.results)
+    assert back.on_grid is not None
+    assert chunk.on_grid is not None
+    assert back.on_grid.tolist() == chunk.on_grid.tolist()
+    assert back.grid is not None
+    for result, on in zip(back.results, back.on_grid, strict=True):
+        assert not on or np.shares_memory(result.values, back.grid)
+    assert chunk.stacked is None  # not every file is on the grid
+    # 200 files on one grid: one array, not 200 (a per-file pickle would be ~3x larger).
+    assert many.grid is not None
+    assert len(pickle.dumps(many)) < many.grid.nbytes * 1.1 + 20_000
+
+
+@pytest.mark.parametrize("selection", [None, rrd_fast.Selection(("mem", "cpu"), ("mem",))])
+def test_every_fetch_mode_gives_the_same_results(
+    mixed_root: Path, librrd: Librrd, monkeypatch, fresh_pool, selection
+) -> None:
+    use_processes(monkeypatch, workers=3)
+    paths = mixed_paths(mixed_root)
+    window = ("AVERAGE", NOW - HOUR, NOW, 60)
+
+    serial = librrd.fetch_files(paths, *window, selection=selection, mode="serial")
+    threads = librrd.fetch_files(paths, *window, selection=selection, mode="threads")
+    processes = librrd.fetch_files(paths, *window, selection=selection, mode="processes")
+
+    assert [len(chunk.results) for chunk in processes] == [5, 5, 3]  # one part per worker
+    assert len(serial) == 1
+    assert_same_results(results_of(threads), results_of(serial))
+    assert_same_results(results_of(processes), results_of(serial))
+    kinds = {type(result).__name__ for result in results_of(processes)}
+    assert kinds == {"Fetched", "FetchError"}
+    assert librrd.fetch_files([], *window, mode="processes") == []
+
+
+def test_read_series_on_the_pool_equals_threads_and_the_binding(
+    mixed_root: Path, monkeypatch, fresh_pool
+) -> None:
+    use_threads(monkeypatch)
+    on_threads = read_all(mixed_root)
+    use_processes(monkeypatch)
+    on_processes = read_all(mixed_root)
+    pool = rrd_fast._pool
+    without_librrd(monkeypatch)
+    on_binding = read_all(mixed_root)
+
+    assert pool is not None  # the reads above did go through the pool
+    assert_same_reads(on_processes, on_threads)
+    for fast, slow in zip(on_processes, on_binding, strict=True):
+        assert fast.frame.equals(slow.frame)
+        assert fast.findings == slow.findings[1:]  # the binding's rrd-slow-path first
+
+
+def test_small_reads_stay_in_process(mixed_root: Path, fresh_pool) -> None:
+    assert rrd_fast.PROCESS_MIN_FILES >= 100
+
+    read_series(mixed_root, "guest", None, NOW - HOUR, NOW)
+
+    assert rrd_fast._pool is None
+
+
+def kill_worker_after_one_file(monkeypatch: pytest.MonkeyPatch, marker: str) -> None:
+    """A pool worker whose part holds ``marker`` reads one file, then is killed."""
+    parent = os.getpid()
+    real = Librrd.fetch_chunk
+
+    def dying(self, paths, *args, **kwargs):
+        if os.getpid() != parent and any(path.endswith(marker) for path in paths):
+            real(self, paths[:1], *args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(self, paths, *args, **kwargs)
+
+    monkeypatch.setattr(Librrd, "fetch_chunk", dying)
+
+
+def test_a_worker_killed_mid_read_still_gives_the_whole_read(
+    mixed_root: Path, monkeypatch, fresh_pool, caplog
+) -> None:
+    use_threads(monkeypatch)
+    expected = read_all(mixed_root)
+    use_processes(monkeypatch)
+    kill_worker_after_one_file(monkeypatch, "/108")
+    broken = rrd_fast._pool_for(librrd_name())
+
+    with caplog.at_level(logging.WARNING, logger="collector.rrd_fast"):
+        survived = read_series(mixed_root, "guest", None, NOW - HOUR, NOW)
+    warnings = caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="collector.rrd_fast"):
+        next_read = read_series(mixed_root, "node", None, NOW - HOUR, NOW, columns=["cpu"])
+
+    assert_same_reads([survived, next_read], [expected[0], expected[3]])
+    assert "process pool broken" in warnings
+    assert caplog.text == ""  # the next read has a new pool, which works
+    assert rrd_fast._pool is not None
+    assert rrd_fast._pool is not broken
+
+
+def test_a_worker_exception_is_fetched_again_here(
+    mixed_root: Path, monkeypatch, fresh_pool, caplog
+) -> None:
+    use_threads(monkeypatch)
+    expected = read_all(mixed_root)
+    use_processes(monkeypatch)
+    parent = os.getpid()
+    real = Librrd.fetch_chunk
+
+    def failing(self, paths, *args, **kwargs):
+        if os.getpid() != parent:
+            raise MemoryError("worker out of memory")
+        return real(self, paths, *args, **kwargs)
+
+    monkeypatch.setattr(Librrd, "fetch_chunk", failing)
+
+    with caplog.at_level(logging.WARNING, logger="collector.rrd_fast"):
+        reads = read_all(mixed_root)
+    pool = rrd_fast._pool
+
+    assert_same_reads(reads, expected)
+    assert "worker out of memory" in caplog.text
+    assert pool is not None  # a worker that raised leaves the pool usable
+    assert pool is rrd_fast._pool
+
+
+def test_no_pool_means_threads(mixed_root: Path, monkeypatch, fresh_pool, caplog) -> None:
+    use_threads(monkeypatch)
+    expected = read_all(mixed_root)
+    use_processes(monkeypatch)
+
+    class NoFork:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(rrd_fast, "ProcessPoolExecutor", NoFork)
+    with caplog.at_level(logging.WARNING, logger="collector.rrd_fast"):
+        reads = read_all(mixed_root)
+
+    assert_same_reads(reads, expected)
+    assert "process pool unavailable" in caplog.text
+    assert rrd_fast._pool is None
+
+
+def test_workers_die_with_their_parent(tmp_path: Path) -> None:
+    script = (
+        "import os\n"
+        "from collector import rrd_fast\n"
+        "pool = rrd_fast._pool_for(rrd_fast.load_librrd().name)\n"
+        "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "print(' '.join(map(str, pids)), flush=True)\n"
+        "os._exit(0)\n"  # no clean shutdown: the workers must not outlive it
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
+    pids = [int(pid) for pid in child.stdout.split()]
+
+    assert pids
+    for pid in pids:  # killed by the kernel once the parent is gone (PR_SET_PDEATHSIG)
+        while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+            time.sleep(0.01)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def test_a_multiprocessing_child_using_the_pool_exits() -> None:
+    # multiprocessing joins a child's non-daemonic children before it exits: the pool's
+    # workers are daemonic, so the child ends instead of waiting for them forever.
+    script = (
+        "import multiprocessing, os\n"
+        "from collector import rrd_fast\n"
+        "def child():\n"
+        "    pool = rrd_fast._pool_for(rrd_fast.load_librrd().name)\n"
+        "    pool.submit(os.getpid).result()\n"
+        "process = multiprocessing.get_context('fork').Process(target=child)\n"
+        "process.start()\n"
+        "process.join()\n"
+        "print(process.exitcode)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,  # a hang guard, not a timing assertion
+        cwd=Path(__file__).parent.parent,
+    )
+
+    assert child.stdout.split() == ["0"]
+
+
+@pytest.mark.parametrize("sink_opens", [True, False])
+def test_worker_arrays_come_through_a_memfd_or_else_the_pickle(
+    mixed_root: Path, monkeypatch, fresh_pool, sink_opens
+) -> None:
+    use_threads(monkeypatch)
+    expected = read_all(mixed_root)
+    use_processes(monkeypatch)
+    if not sink_opens:  # e.g. no /proc: the worker pickles its arrays instead
+
+        def refuse(sink):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(rrd_fast, "_open_sink", refuse)
+    replies: list[str] = []
+    real = rrd_fast._received
+
+    def recording(reply, sink):
+        replies.append(type(reply).__name__)
+        return real(reply, sink)
+
+    monkeypatch.setattr(rrd_fast, "_received", recording)
+
+    reads = read_all(mixed_root)
+
+    assert_same_reads(reads, expected)
+    assert set(replies) == ({"_Shipped"} if sink_opens else {"Chunk"})
+    assert open_memfds() == []  # every memfd closed
+
+
+def open_memfds() -> list[str]:
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+    return [target for target in targets if "memfd" in target]
