@@ -63,8 +63,13 @@ def one_run(cluster: Path, now: int, usage: View, rounds: int) -> dict[str, Any]
         walls.append(time.perf_counter() - started)
         cpus.append(time.process_time() - cpu_started)
         guests, findings = len(snapshot.guests), len(snapshot.issues)
+    from collector.rrd_fast import shutdown_pool
+
+    shutdown_pool()  # the fetch workers end here, so their peak RSS is counted below
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker_peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {
+        "worker_peak_rss_mb": worker_peak_mb,
         "walls": walls,
         "cpus": cpus,
         "peak_rss_mb": peak_mb,
@@ -115,7 +120,10 @@ def main() -> None:
             f"(min {min(warm):.3f}), cpu median {statistics.median(warm_cpu):.3f} s "
             f"over {len(warm)} rounds"
         )
-    print(f"peak RSS MB: max {max(r['peak_rss_mb'] for r in runs):.0f}")
+    print(
+        f"peak RSS MB: collector process {max(r['peak_rss_mb'] for r in runs):.0f}, "
+        f"largest fetch worker {max(r['worker_peak_rss_mb'] for r in runs):.0f}"
+    )
 
 
 if __name__ == "__main__":
