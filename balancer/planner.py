@@ -13,6 +13,15 @@ ordered in waves of at most ``concurrency`` moves such that every intermediate s
 wave's incoming guests counted before its outgoing ones leave, respects the limits, and each
 move lowers the imbalance. Moves that free room on a node come before moves that need it. If
 the collapsed set cannot be ordered that way the raw sequence is used, one move per wave.
+
+Evacuation (:func:`plan_evacuation`) comes before any of that: every bundle flagged
+``bundle_evacuate`` (in scope, on a node in maintenance or offline) is placed, largest memory
+first, on the legal target that leaves the lowest imbalance (cheaper first among equals, then
+node order), whatever the gain, margin or cost-benefit; the safety limits still hold, and in
+dynamic mode a target the move would take above the overload level is used only when no
+other is left (a node at the edge of its headroom fills up again on its own). A bundle
+that fits nowhere is reported blocked and stays. The balancing strategies then plan on the
+state after the evacuation, with the evacuated and blocked bundles fixed.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import numpy as np
 from balancer.cluster import F64, I64
 from balancer.cost import GIB
 from balancer.imbalance import imbalance
-from balancer.safety import PlanProblem, move_violation, partner_blocked
+from balancer.safety import PlanProblem, move_violation, partner_blocked, partner_blocked_row
 from model.plan import Move
 
 TIE = 1e-12
@@ -604,3 +613,117 @@ def replay_violations(problem: PlanProblem, moves: list[Move]) -> list[str]:
             problems.append(f"{move.sid}: imbalance {current} -> {after} did not drop")
         current = after
     return problems
+
+
+@dataclass(slots=True)
+class Evacuation:
+    """The forced moves off unusable nodes, and the problem left for balancing afterwards."""
+
+    ordered: list[OrderedStep]
+    blocked: list[int]
+    """Bundles to evacuate that no legal target can take (they stay)."""
+    problem: PlanProblem
+    """State after the evacuation; evacuated and blocked bundles are no longer movable."""
+    imbalance_before: float
+    imbalance_after: float
+
+
+def evacuation_target(
+    problem: PlanProblem,
+    cpu: F64,
+    mem: F64,
+    where: I64,
+    bundle: int,
+    overload_level: float | None = None,
+) -> int | None:
+    """The legal target for ``bundle`` leaving the lowest imbalance (cost, then node order).
+
+    With ``overload_level`` (a fraction of capacity), targets the move would take above it
+    in cpu or memory are used only when no other legal target is left.
+    """
+    p = problem
+    source = int(where[bundle])
+    bc, bm = float(p.bundle_cpu[bundle]), float(p.bundle_mem[bundle])
+    ok = p.node_usable & p.bundle_targets[bundle] & ~partner_blocked_row(p, where, bundle)
+    ok &= cpu + bc <= p.cpu_limit * (1 + 1e-12)
+    ok &= mem + bm <= p.mem_limit * (1 + 1e-12)
+    if source >= 0:
+        ok[source] = False
+    if overload_level is not None:
+        calm = (cpu + bc <= p.node_maxcpu * overload_level) & (
+            mem + bm <= p.node_maxmem * overload_level
+        )
+        if (ok & calm).any():
+            ok &= calm
+    targets = np.flatnonzero(ok)
+    if targets.size == 0:
+        return None
+    left_cpu, left_mem = cpu.copy(), mem.copy()
+    if source >= 0:
+        left_cpu[source] = max(left_cpu[source] - bc, 0.0)
+        left_mem[source] = max(left_mem[source] - bm, 0.0)
+    loads = node_loads(p, left_cpu, left_mem)
+    weight = p.node_counted.astype(np.float64)
+    total = float((weight * loads).sum())
+    squares = float((weight * loads * loads).sum())
+    arrived = (
+        (left_cpu[targets] + bc) * _inverse(p.node_maxcpu)[targets]
+        + (left_mem[targets] + bm) * _inverse(p.node_maxmem)[targets]
+    ) / 2
+    w = weight[targets]
+    values = imbalance_from_sums(
+        total + w * (arrived - loads[targets]),
+        squares + w * (arrived**2 - loads[targets] ** 2),
+        int(p.node_counted.sum()),
+    )
+    link = p.bandwidth[source, targets] if source >= 0 else np.ones(targets.size)
+    cost = p.bundle_bytes[bundle] / link + p.overhead_s
+    best = np.lexsort((targets, cost, np.round(values / TIE)))[0]
+    return int(targets[best])
+
+
+def plan_evacuation(
+    problem: PlanProblem, concurrency: int = 1, overload_level: float | None = None
+) -> Evacuation:
+    """Move every ``bundle_evacuate`` bundle to its best legal target (module docstring).
+
+    ``overload_level``: prefer targets that stay at or below this fraction of capacity.
+    """
+    p = problem
+    cpu = p.node_cpu.astype(np.float64, copy=True)
+    mem = p.node_mem.astype(np.float64, copy=True)
+    where = p.bundle_node.astype(np.int64, copy=True)
+    before = state_imbalance(p, cpu, mem)
+    evacuees = np.flatnonzero(p.bundle_evacuate)
+    order = sorted(
+        evacuees.tolist(),
+        key=lambda b: (-p.bundle_mem[b], -p.bundle_cpu[b], p.bundle_members[b][0]),
+    )
+    steps: list[Step] = []
+    blocked: list[int] = []
+    for bundle in order:
+        target = evacuation_target(p, cpu, mem, where, bundle, overload_level)
+        if target is None:
+            blocked.append(bundle)
+            continue
+        source = int(where[bundle])
+        bc, bm = p.bundle_cpu[bundle], p.bundle_mem[bundle]
+        cpu[source] = max(cpu[source] - bc, 0.0)
+        mem[source] = max(mem[source] - bm, 0.0)
+        cpu[target] += bc
+        mem[target] += bm
+        where[bundle] = target
+        steps.append(Step(bundle, source, target))
+    ordered = order_in_waves(p, steps, concurrency, require_improvement=False)
+    if ordered is None or len(ordered) != len(steps):
+        ordered = sequential(p, steps)
+    after = ordered[-1].imbalance_after if ordered else before
+    rest = replace(
+        p,
+        node_cpu=cpu,
+        node_mem=mem,
+        bundle_node=where,
+        bundle_movable=p.bundle_movable & ~p.bundle_evacuate,
+        bundle_evacuate=np.zeros_like(p.bundle_evacuate),
+    )
+    return Evacuation(ordered, blocked, rest, before, after)

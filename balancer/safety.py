@@ -11,6 +11,22 @@ bundles; this module says which moves are legal:
   the cap (dynamic: ``cpu_cap`` x cores measured; static: ``static_cpu_cap`` x cores of vCPUs).
 
 It also decides which guests are candidates at all (scope, exclusions, templates).
+
+Evacuation: a bundle in scope that runs on a node that is not usable (in maintenance, or
+offline but still reported running) is movable and flagged in ``bundle_evacuate``; the
+planners move it off first, whatever the gain (:func:`balancer.planner.plan_evacuation`).
+Its targets obey every limit above. Scope, exclusions, cooldowns and moves in flight apply as
+to any move (a guest moved onto the node shortly before waits for its cooldown: no ping-pong).
+Bundles on unusable nodes that are not in scope stay where they are, as before.
+
+Dynamic mode counts a node's usage as at least its newest measurement (``Node.cpu_last`` /
+``mem_last``) and the sum of its running guests' usage: the usage view is smoothed and lags
+behind guests that just arrived (a node refilled after maintenance looked emptier than it
+was, and moves took it past the headroom).
+
+The imbalance is measured over the usable nodes only (``node_counted``): a node in
+maintenance or offline can take no load, and counting it (empty, once evacuated) would keep
+the imbalance high for as long as it stays out, a gap no move can close.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ class PlanProblem:
     node_usable: Bool
     """Online and not in maintenance: may receive guests."""
     node_counted: Bool
-    """Nodes the imbalance is measured over (every node, as the CRS does)."""
+    """Nodes the imbalance is measured over: the usable ones (the CRS counts every node)."""
     cpu_limit: F64
     """Cores a move may fill a target up to."""
     mem_limit: F64
@@ -52,6 +68,9 @@ class PlanProblem:
     bundle_movable: Bool
     bundle_running: Bool
     """The bundle puts load on its node (a running member); pins the node if not movable."""
+    bundle_evacuate: Bool
+    """In scope and running on a node that is not usable: must move off first, whatever the gain.
+    (May be unmovable when it fits on no allowed node even empty; it is then reported blocked.)"""
     bundle_targets: Bool
     """[b, n]: nodes the rules allow the bundle on (current node included)."""
     bundle_members: list[list[str]]
@@ -112,6 +131,15 @@ def movable_guests(
     return np.asarray(in_scope & ~excluded, dtype=np.bool_)
 
 
+def evacuation_counts(problem: PlanProblem) -> dict[str, int]:
+    """Unusable node name -> guests (bundle members) in scope to evacuate from it."""
+    counts: dict[str, int] = {}
+    for bundle in np.flatnonzero(problem.bundle_evacuate).tolist():
+        name = problem.node_names[int(problem.bundle_node[bundle])]
+        counts[name] = counts.get(name, 0) + len(problem.bundle_members[bundle])
+    return counts
+
+
 def partner_blocked(problem: PlanProblem, bundle_node: I64) -> Bool:
     """[b, n]: True where a negative-affinity partner of the bundle currently runs."""
     blocked = problem.pinned_partner_nodes.copy()
@@ -121,6 +149,14 @@ def partner_blocked(problem: PlanProblem, bundle_node: I64) -> Bool:
         partner_nodes = bundle_node[problem.partner_idx]
         placed = partner_nodes >= 0
         blocked[owners[placed], partner_nodes[placed]] = True
+    return blocked
+
+
+def partner_blocked_row(problem: PlanProblem, bundle_node: I64, bundle: int) -> Bool:
+    """[n]: True where a negative-affinity partner of ``bundle`` runs (one row of the above)."""
+    blocked = np.array(problem.pinned_partner_nodes[bundle], dtype=np.bool_)
+    nodes = bundle_node[problem.partners(bundle)]
+    blocked[nodes[nodes >= 0]] = True
     return blocked
 
 
@@ -203,6 +239,19 @@ def build_problem(
     node_cpu, node_mem = node_usage(c, mode)
     movable = movable_guests(snapshot, c, options, cooling)
     running = c.guest_running & (c.guest_node >= 0)
+    if mode == "dynamic":
+        # A node uses at least its newest measurement and what its running guests use: the
+        # usage view (smoothed) lags behind guests that just arrived, and a node refilled
+        # after maintenance must not look emptier than it is.
+        on = c.guest_node[running]
+        cpu_last = np.array([n.cpu_last or 0.0 for n in snapshot.nodes], dtype=np.float64)
+        mem_last = np.array([n.mem_last or 0.0 for n in snapshot.nodes], dtype=np.float64)
+        node_cpu = np.maximum.reduce(
+            [node_cpu, cpu_last, np.bincount(on, weights=guest_cpu[running], minlength=c.n_nodes)]
+        )
+        node_mem = np.maximum.reduce(
+            [node_mem, mem_last, np.bincount(on, weights=guest_mem[running], minlength=c.n_nodes)]
+        )
     node_of = bundle_nodes(rs, c.guest_node)
 
     all_movable = np.bincount(rs.bundle_of, weights=~movable, minlength=b) == 0
@@ -217,7 +266,8 @@ def build_problem(
     on_usable = np.zeros(b, dtype=np.bool_)
     placed = node_of >= 0
     on_usable[placed] = c.node_usable[node_of[placed]]
-    bundle_movable = all_movable & any_running & on_usable & together
+    bundle_movable = all_movable & any_running & together & placed
+    bundle_evacuate = bundle_movable & ~on_usable
 
     members: list[list[str]] = [[] for _ in range(b)]
     for guest in sorted(range(c.n_guests), key=c.guest_sids.__getitem__):
@@ -240,7 +290,7 @@ def build_problem(
         node_maxcpu=c.node_maxcpu,
         node_maxmem=c.node_maxmem,
         node_usable=c.node_usable,
-        node_counted=np.ones(c.n_nodes, dtype=np.bool_),
+        node_counted=c.node_usable.copy(),
         cpu_limit=cpu_limit,
         mem_limit=mem_limit,
         bundle_node=node_of.astype(np.int64),
@@ -249,6 +299,7 @@ def build_problem(
         bundle_bytes=_per_bundle(rs, guest_bytes_to_copy(snapshot)),
         bundle_movable=bundle_movable,
         bundle_running=any_running,
+        bundle_evacuate=bundle_evacuate,
         bundle_targets=targets,
         bundle_members=members,
         partner_ptr=ptr,

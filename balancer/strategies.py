@@ -10,12 +10,21 @@ and, where known, the optimality gap. The engine picks one by ``options.method``
 - ``optimal``: the exact K-move MILP of :mod:`balancer.optimal` (greedy above the size
   limit); the better of the MILP and greedy plans is kept, the gap is HiGHS's;
 - ``consolidate``: empty lightly loaded nodes (:mod:`balancer.consolidate`).
+
+:func:`propose_round` is what the engine calls: when bundles must leave a node in
+maintenance (or offline), it first plans their forced evacuation
+(:func:`balancer.planner.plan_evacuation`), then runs the strategy on the state after it with
+the rest of the move budget. The budget is ``max(max_moves, bundles to evacuate)``: the
+evacuation counts against ``max_moves`` but is never cut short by it, so a round may plan more
+than ``max_moves`` moves, all evacuations. A round that may not move (``max_moves`` override 0,
+e.g. not triggered or moves in flight) evacuates nothing.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -29,6 +38,7 @@ from balancer.planner import (
     OrderedStep,
     PlanOutcome,
     Step,
+    plan_evacuation,
     plan_greedy,
     state_imbalance,
     to_moves,
@@ -36,6 +46,8 @@ from balancer.planner import (
 from balancer.rules import RuleSet, sid_ranks
 from balancer.safety import PlanProblem
 from balancer.selection import NodeState, select_bruteforce, select_topsis
+from model import Finding
+from model.plan import Move
 
 
 @dataclass(slots=True)
@@ -57,6 +69,10 @@ class Proposal:
     outcome: PlanOutcome
     optimality_gap: float | None = None
     nodes_to_power_down: list[str] = field(default_factory=list)
+    evacuation_moves: int = 0
+    """The first this many ``outcome.moves`` are forced evacuations (no gain required)."""
+    findings: list[Finding] = field(default_factory=list)
+    """evacuation-blocked: a guest that must leave its node but fits on no legal target."""
 
 
 class Strategy(Protocol):
@@ -220,3 +236,85 @@ def strategy_for(method: str) -> Strategy:
         raise KeyError(
             f"unknown method {method!r}; known: {', '.join(sorted(STRATEGIES))}"
         ) from None
+
+
+_WAVE = re.compile(r"\bwave (\d+)")
+
+
+def _later_waves(moves: list[Move], rank_offset: int, wave_offset: int) -> list[Move]:
+    """Moves renumbered to follow ``rank_offset`` moves in ``wave_offset`` waves."""
+    for move in moves:
+        move.rank += rank_offset
+        move.reason = _WAVE.sub(
+            lambda m: f"wave {int(m.group(1)) + wave_offset}", move.reason, count=1
+        )
+    return moves
+
+
+def propose_round(ctx: StrategyContext) -> Proposal:
+    """Forced evacuation first (if any), then ``ctx.options.method`` (module docstring)."""
+    strategy = strategy_for(ctx.options.method)
+    p = ctx.problem
+    evacuees = int(p.bundle_evacuate.sum())
+    if evacuees == 0 or ctx.max_moves == 0:
+        return strategy.propose(ctx)
+    started = time.perf_counter()
+    o = ctx.options
+    calm = o.overload_percent / 100.0 if o.mode == "dynamic" else None
+    evac = plan_evacuation(p, o.concurrency, calm)
+    forced = to_moves(p, evac.ordered, evac.imbalance_before)
+    for move in forced:
+        move.reason = move.reason.replace(": ", f": evacuate off {move.source}, ", 1)
+    notes: list[str] = []
+    findings: list[Finding] = []
+    for bundle in evac.blocked:
+        members = p.bundle_members[bundle]
+        node = p.node_names[int(p.bundle_node[bundle])]
+        message = (
+            f"{','.join(members)} must leave {node} (maintenance or offline) but no usable "
+            "node may take it within the rules, memory headroom and cpu cap; it stays"
+        )
+        notes.append(f"evacuation blocked: {message}")
+        findings.append(Finding("evacuation-blocked", members[0], message, "error"))
+    evac_ms = (time.perf_counter() - started) * 1000.0
+
+    # The balancing strategy sees the cluster as it will be after the evacuation.
+    rs = ctx.ruleset
+    guest_node = ctx.c.guest_node.copy()
+    placed = guest_node >= 0
+    guest_node[placed] = evac.problem.bundle_node[rs.bundle_of[placed]]
+    budget = max(_max_moves(ctx), evacuees)
+    inner_ctx = StrategyContext(
+        replace(ctx.c, guest_node=guest_node),
+        rs,
+        evac.problem,
+        ctx.options,
+        ctx.stop_level,
+        ctx.overload_level,
+        budget - len(forced),
+    )
+    inner = strategy.propose(inner_ctx)
+    waves = evac.ordered[-1].wave if evac.ordered else 0
+    balancing = _later_waves(inner.outcome.moves, len(forced), waves)
+    outcome = inner.outcome
+    if forced:
+        notes.append(
+            f"evacuation: {len(forced)} forced move(s), imbalance "
+            f"{evac.imbalance_before * 100:.2f}% -> {evac.imbalance_after * 100:.2f}%"
+        )
+    combined = PlanOutcome(
+        moves=forced + balancing,
+        top_moves=outcome.top_moves,
+        imbalance_before=evac.imbalance_before,
+        imbalance_after=outcome.imbalance_after if balancing else evac.imbalance_after,
+        steps_searched=outcome.steps_searched + len(forced),
+        notes=notes + outcome.notes,
+        timings={"evacuation": evac_ms, **outcome.timings},
+    )
+    return Proposal(
+        combined,
+        inner.optimality_gap,
+        inner.nodes_to_power_down,
+        evacuation_moves=len(forced),
+        findings=findings,
+    )

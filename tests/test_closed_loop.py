@@ -103,11 +103,6 @@ def test_scenario_events_happen(actuated: tuple[dict[str, Any], Path]) -> None:
     assert {("stop", "done"), ("start", "done"), ("maintenance-on", "done")} <= actions
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="balancer/safety.py keeps guests on a maintenance node unmovable and no planner "
-    "forces moves off it: evacuation is reported to the lead (remove this marker then)",
-)
 def test_maintenance_node_is_evacuated(actuated: tuple[dict[str, Any], Path]) -> None:
     maintenance = actuated[0]["maintenance"]
     assert maintenance["evacuated"] is True
