@@ -67,7 +67,7 @@ from collector.pvecfg.ha_rules import (
     parse_groups_cfg,
     parse_rules_cfg,
 )
-from collector.pvecfg.ha_status import ManagerStatus, parse_manager_status
+from collector.pvecfg.ha_status import ManagerStatus, ha_config, parse_manager_status
 from collector.series import conform, cpu_to_cores, empty_frame
 from collector.smoothing import characteristic
 from collector.snapshot_builder import (
@@ -75,7 +75,7 @@ from collector.snapshot_builder import (
     HA_RUNNING_STATES,
     CollectOptions,
 )
-from model import Crs, Finding, Guest, HaConfig, Node, Rule, Snapshot
+from model import Crs, Finding, Guest, Node, Rule, Snapshot
 from model.rrd_schema import Kind
 from pveapi.errors import PveApiError
 
@@ -505,15 +505,7 @@ def _guest(
     vmid = int(item["vmid"])
     resource = ha_resources.get(sid)
     service = manager.service_status.get(sid) if manager else None
-    ha = None
-    if resource is not None:
-        ha = HaConfig(
-            state=resource.state,
-            auto_rebalance=resource.auto_rebalance,
-            service_state=service.state if service else None,
-            target=service.target if service else None,
-            group=resource.group,
-        )
+    ha = ha_config(resource, service)
     usage = view.get(str(vmid), {})
     cpu, mem = usage.get("cpu"), usage.get("mem")
     if item.get("status"):

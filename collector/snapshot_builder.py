@@ -22,11 +22,12 @@ import polars as pl
 
 from collector.pvecfg.guestcache import GuestConfigCache
 from collector.pvecfg.guestconf import GuestConfig
+from collector.pvecfg.ha_status import ha_config
 from collector.pvecfg.tree import PveTree, read_tree
 from collector.rrd import DEFAULT_RRD_ROOT, read_series
 from collector.smoothing import View, characteristic
 from collector.status_dump import parse_status_dump
-from model import Finding, Guest, HaConfig, Node, Snapshot, Storage
+from model import Finding, Guest, Node, Snapshot, Storage
 from model.rrd_schema import Kind
 
 MIB = 2**20
@@ -214,15 +215,7 @@ def _guest(
     config: GuestConfig | None = tree.guests.get(vmid)
     resource = tree.ha_resources.get(sid)
     service = tree.manager_status.service_status.get(sid) if tree.manager_status else None
-    ha = None
-    if resource is not None:
-        ha = HaConfig(
-            state=resource.state,
-            auto_rebalance=resource.auto_rebalance,
-            service_state=service.state if service else None,
-            target=service.target if service else None,
-            group=resource.group,
-        )
+    ha = ha_config(resource, service)
     view = usage.view.get(str(vmid), {})
     dumped = dump_status.get(str(vmid), {})
     cpu, mem = view.get("cpu"), view.get("mem")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from collector.pvecfg.ha_resources import HaResource
 from collector.pvecfg.values import finding
-from model.snapshot import Finding
+from model.snapshot import Finding, HaConfig
 
 NODE_STATES = ("online", "maintenance", "unknown", "fence", "gone")
 
@@ -86,4 +87,17 @@ def parse_manager_status(
             service_status=services,
         ),
         findings,
+    )
+
+
+def ha_config(resource: HaResource | None, service: ServiceStatus | None) -> HaConfig | None:
+    """A guest's ``ha`` block of the snapshot: resources.cfg joined with the live service state."""
+    if resource is None:
+        return None
+    return HaConfig(
+        state=resource.state,
+        auto_rebalance=resource.auto_rebalance,
+        service_state=service.state if service else None,
+        target=service.target if service else None,
+        group=resource.group,
     )
