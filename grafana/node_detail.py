@@ -13,11 +13,8 @@ from grafana.panels import (
     JOB,
     LOAD_THRESHOLDS,
     NODE,
-    assign_ids,
-    datasource_variable,
-    job_variable,
+    dashboard,
     merge_and_tidy,
-    node_variable,
     query,
     stat_panel,
     table_panel,
@@ -188,19 +185,10 @@ def moves_row(board: dash.Dashboard) -> dash.Dashboard:
 
 
 def build() -> models.Dashboard:
-    board = (
-        dash.Dashboard(TITLE)
-        .uid(UID)
-        .tags(["pve-rebalancer", "proxmox"])
-        .description("One node's load, capacity and planned moves.")
-        .time("now-6h", "now")
-        .refresh("1m")
-        .timezone("browser")
-        .tooltip(models.DashboardCursorSync.CROSSHAIR)
-        .with_variable(datasource_variable())
-        .with_variable(job_variable())
-        .with_variable(node_variable(multi=False))
+    return dashboard(
+        TITLE,
+        UID,
+        "One node's load, capacity and planned moves.",
+        multi_node=False,
+        rows=(summary_row, load_row, capacity_row, moves_row),
     )
-    for add_row in (summary_row, load_row, capacity_row, moves_row):
-        board = add_row(board)
-    return assign_ids(board.build())

@@ -18,11 +18,8 @@ from grafana.panels import (
     JOB,
     LOAD_THRESHOLDS,
     NODE,
-    assign_ids,
-    datasource_variable,
-    job_variable,
+    dashboard,
     merge_and_tidy,
-    node_variable,
     query,
     stat_panel,
     table_panel,
@@ -408,27 +405,18 @@ def data_quality_row(board: dash.Dashboard) -> dash.Dashboard:
 
 
 def build() -> models.Dashboard:
-    board = (
-        dash.Dashboard(TITLE)
-        .uid(UID)
-        .tags(["pve-rebalancer", "proxmox"])
-        .description("Cluster balance, the rebalancer's plan, migrations and its own health.")
-        .time("now-6h", "now")
-        .refresh("1m")
-        .timezone("browser")
-        .tooltip(models.DashboardCursorSync.CROSSHAIR)
-        .with_variable(datasource_variable())
-        .with_variable(job_variable())
-        .with_variable(node_variable(multi=True))
+    return dashboard(
+        TITLE,
+        UID,
+        "Cluster balance, the rebalancer's plan, migrations and its own health.",
+        multi_node=True,
+        rows=(
+            status_row,
+            imbalance_row,
+            node_load_row,
+            moves_row,
+            migrations_row,
+            rounds_row,
+            data_quality_row,
+        ),
     )
-    for add_row in (
-        status_row,
-        imbalance_row,
-        node_load_row,
-        moves_row,
-        migrations_row,
-        rounds_row,
-        data_quality_row,
-    ):
-        board = add_row(board)
-    return assign_ids(board.build())

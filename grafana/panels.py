@@ -7,6 +7,8 @@ name join with prometheus-pve-exporter) are written once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
@@ -172,3 +174,30 @@ def assign_ids(built: models.Dashboard) -> models.Dashboard:
                 if isinstance(target, prometheus_models.Dataquery):
                     target.ref_id = chr(ord("A") + index)
     return built
+
+
+def dashboard(
+    title: str,
+    uid: str,
+    description: str,
+    *,
+    multi_node: bool,
+    rows: Sequence[Callable[[dash.Dashboard], dash.Dashboard]],
+) -> models.Dashboard:
+    """A pve-rebalancer dashboard: common header and variables, then ``rows`` in order."""
+    board = (
+        dash.Dashboard(title)
+        .uid(uid)
+        .tags(["pve-rebalancer", "proxmox"])
+        .description(description)
+        .time("now-6h", "now")
+        .refresh("1m")
+        .timezone("browser")
+        .tooltip(models.DashboardCursorSync.CROSSHAIR)
+        .with_variable(datasource_variable())
+        .with_variable(job_variable())
+        .with_variable(node_variable(multi=multi_node))
+    )
+    for add_row in rows:
+        board = add_row(board)
+    return assign_ids(board.build())
