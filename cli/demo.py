@@ -1,9 +1,11 @@
-"""``pve-rebalancer demo``: the whole pipeline on the embedded simulated cluster.
+"""``pve-rebalancer demo``: the whole service on the embedded simulated cluster.
 
 The simulator writes a cluster (real RRD files, status dump, /etc/pve tree) into a temporary
 directory; the collector reads it back into a snapshot; the balancer decides, both exactly
-as the PVE CRS would and with the beyond-CRS planner. Nothing outside the temporary
-directory is touched.
+as the PVE CRS would and with the beyond-CRS planner, and prints both. Then (unless
+``--once``) the service keeps running on that cluster as it evolves: a round every
+``--interval`` seconds, ``/metrics`` and the status page served, one summary line per round.
+Nothing outside the temporary directory is touched.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ def register(commands: Any) -> None:
     parser.add_argument("--guests", type=int, default=120)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="write the cluster here and keep it")
-    serve = parser.add_argument_group("service mode")
-    serve.add_argument(
-        "--serve", action="store_true", help="keep the cluster evolving and serve /metrics"
+    parser.add_argument(
+        "--once", action="store_true", help="print the decisions and stop (no service)"
     )
+    serve = parser.add_argument_group("service mode (without --once)")
     serve.add_argument("--listen", default="127.0.0.1", help="exporter address")
     serve.add_argument("--port", type=int, default=9878, help="exporter port (0: any free)")
     serve.add_argument("--interval", type=float, default=5.0, help="seconds between rounds")
@@ -50,14 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace, out: Path) -> int:
-    if args.serve:
-        from cli.demo_service import serve_simulated
-
-        return serve_simulated(args, out)
-
     from balancer.engine import decide
     from balancer.options import BalancerOptions
     from balancer.stability import BalancerState
+    from cli.demo_service import serve_simulated
     from cli.tables import result_table, snapshot_table
     from collector.snapshot_builder import CollectOptions, build_snapshot
     from simulator.cluster import simulate_cluster
@@ -95,4 +93,7 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
                 break
         print(f"\n== {title}")
         print(result_table(result))
-    return 0
+    if args.once:
+        return 0
+    print("\n== the service on the evolving cluster (Ctrl-C stops it)", flush=True)
+    return serve_simulated(args, cluster)

@@ -1,4 +1,4 @@
-"""``pve-rebalancer demo --serve``: the service loop on a simulated cluster that keeps moving.
+"""``pve-rebalancer demo``: the service loop on a simulated cluster that keeps moving.
 
 Every round the simulator advances (new RRD points, status dump, manager_status), the
 collector reads the files back exactly as on a real node, the balancer decides and the
@@ -12,7 +12,6 @@ import argparse
 import logging
 import signal
 import threading
-from pathlib import Path
 
 from balancer.options import BalancerOptions
 from cli.service import RoundRunner, start_schedule
@@ -23,7 +22,7 @@ from exporters.http import ExporterServer, ServerConfig
 from exporters.state import RoundPublisher
 from model import Crs, Snapshot
 from model.plan import RoundResult
-from simulator.cluster import SimulatedCluster, simulate_cluster
+from simulator.cluster import SimulatedCluster
 
 
 def simulated_collector(
@@ -51,10 +50,10 @@ def apply_in_simulator(cluster: SimulatedCluster, result: RoundResult) -> list[s
     return refused
 
 
-def serve_simulated(args: argparse.Namespace, out: Path) -> int:
+def serve_simulated(args: argparse.Namespace, cluster: SimulatedCluster) -> int:
+    """Run the service loop on ``cluster`` until SIGTERM/SIGINT or ``args.rounds`` rounds."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    cluster = simulate_cluster(out, args.nodes, args.guests, days=1, seed=args.seed)
     publisher = RoundPublisher()
     cache = GuestConfigCache()
     done = threading.Event()

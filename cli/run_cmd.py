@@ -257,6 +257,7 @@ class Daemon:
             automation_enabled=config.actuator.enabled and not config.actuator.dry_run,
             clock=clock,
             on_result=self._after_round,
+            ha_recommend_only=self._ha_recommend_only,
         )
         self._server: Any = None
         self._scheduler: Any = None
@@ -278,6 +279,10 @@ class Daemon:
             )
         self.ha_recommend_only = recommend_only
         return snapshot
+
+    def _ha_recommend_only(self, snapshot: Snapshot) -> bool:
+        """The round's HA recommend-only flag, for the metrics and the status page."""
+        return ha_recommend_only(snapshot, self.config.actuator.allow_ha_when_crs_auto_rebalance)
 
     def _after_round(self, snapshot: Snapshot, result: RoundResult) -> None:
         finished_at = self.clock()

@@ -53,6 +53,9 @@ class RoundRunner:
     clock: Callable[[], float] = time.time
     on_result: Callable[[Snapshot, RoundResult], None] | None = None
     """Called after a successful round (e.g. the actuator, or the demo's live summary)."""
+    ha_recommend_only: Callable[[Snapshot], bool] | None = None
+    """Evaluated on each round's snapshot: True when HA resources are only recommended (the
+    built-in CRS auto-rebalances them); published with the round. None: always False."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run_once(self) -> PublishedRound:
@@ -70,6 +73,7 @@ class RoundRunner:
                 snapshot.timestamp,
                 carry_out=self.automation_enabled,
             )
+            ha_only = self.ha_recommend_only is not None and self.ha_recommend_only(snapshot)
         except Exception as error:  # one bad round must not stop the service
             duration = time.perf_counter() - started
             log.exception("round failed")
@@ -87,6 +91,7 @@ class RoundRunner:
             finished_at=self.clock(),
             duration_s=duration,
             automation_enabled=self.automation_enabled,
+            ha_recommend_only=ha_only,
         )
         self.publisher.publish(published)
         self.publisher.record_round(True, duration, published.finished_at)

@@ -200,9 +200,36 @@ def test_simulate_cluster_writes_the_real_layout(
     assert "pve-rebalancer snapshot" in out
 
 
-def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
-    status, out, _ = run(["demo", "--nodes", "4", "--guests", "40"], capsys)
+def test_demo_once_prints_the_decisions_and_stops(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(["demo", "--nodes", "4", "--guests", "40", "--once"], capsys)
     assert status == 0
     assert "== collected snapshot" in out
     assert "as the PVE CRS would decide" in out
     assert "imbalance " in out
+    assert "the service on the evolving cluster" not in out
+
+
+def test_demo_goes_on_as_the_service(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pve_rebalancer.service")
+    argv = [
+        "demo",
+        "--nodes",
+        "3",
+        "--guests",
+        "20",
+        "--rounds",
+        "2",
+        "--interval",
+        "0.5",
+        "--port",
+        "0",
+    ]
+    status, out, _ = run(argv, capsys)
+    assert status == 0
+    assert "the service on the evolving cluster" in out
+    assert "metrics" in out
+    rounds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round ")]
+    assert len(rounds) >= 2
+    assert all("imbalance " in line for line in rounds)
