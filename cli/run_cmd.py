@@ -26,7 +26,8 @@ as "now": the right choice for a copy of a cluster's files or the simulator, who
 not the wall clock. When datacenter.cfg has ``ha-auto-rebalance=1`` and
 ``actuator.allow_ha_when_crs_auto_rebalance`` is false, HA resources are only recommended
 (PVE's own CRS moves them; the actuator's policy refuses them); :attr:`Daemon.ha_recommend_only`
-holds that flag and the log says it once each time it turns on.
+holds that flag, the log says it once each time it turns on, and each published round
+carries it (the ``pve_rebalancer_ha_recommend_only`` gauge and a line on the status page).
 """
 
 from __future__ import annotations

@@ -61,6 +61,7 @@ METRIC_NAMES: tuple[str, ...] = tuple(
         "hold_duration_rounds",
         "triggered",
         "automation_enabled",
+        "ha_recommend_only",
         "node_load_ratio",
         "node_cpu_capacity_cores",
         "node_memory_capacity_bytes",
@@ -152,6 +153,12 @@ class RebalancerCollector(Collector):
             "automation_enabled",
             "1 when the actuator may carry out moves.",
             float(shown.automation_enabled),
+        )
+        yield _gauge(
+            "ha_recommend_only",
+            "1 when HA resources are only recommended because the built-in CRS "
+            "auto-rebalances (ha-auto-rebalance=1).",
+            float(shown.ha_recommend_only),
         )
         yield from self._node_metrics(shown)
         yield from self._move_metrics(result.moves)

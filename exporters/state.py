@@ -140,6 +140,9 @@ class PublishedRound:
     """(kind, severity, count) of the snapshot's findings, sorted."""
     automation_enabled: bool = False
     """Whether the actuator may carry out the plan's moves."""
+    ha_recommend_only: bool = False
+    """HA resources are only recommended: datacenter.cfg has ``ha-auto-rebalance=1`` (the
+    built-in CRS moves them itself) and the actuator is not allowed to act on them."""
     placement_scores: tuple[PlacementScore, ...] = ()
     error: str | None = None
     """Why the round failed (ok False); never contains secrets."""
@@ -156,6 +159,7 @@ class PublishedRound:
         raw_usage: Snapshot | None = None,
         smoothed_usage: Snapshot | None = None,
         automation_enabled: bool = False,
+        ha_recommend_only: bool = False,
         placement_scores: Mapping[str, Mapping[str, float]] | None = None,
         error: str | None = None,
     ) -> PublishedRound:
@@ -188,6 +192,7 @@ class PublishedRound:
             ),
             issue_counts=tuple((k, s, n) for (k, s), n in sorted(issues.items())),
             automation_enabled=automation_enabled,
+            ha_recommend_only=ha_recommend_only,
             placement_scores=scores,
             error=error,
         )

@@ -104,8 +104,21 @@ def _imbalance_section(shown: PublishedRound) -> str:
         f'<p>Trigger: {trigger} <span id="reason">{_e(result.reason)}</span></p>'
         f"<p class=meta>Automation: "
         f"{'enabled' if shown.automation_enabled else 'disabled (recommendations only)'}</p>"
+        f"{_ha_line(shown)}"
         "</section>"
     )
+
+
+HA_RECOMMEND_ONLY_TEXT = (
+    "HA resources: recommend only -- the built-in CRS auto-rebalances (ha-auto-rebalance=1)"
+)
+
+
+def _ha_line(shown: PublishedRound) -> str:
+    """The HA recommend-only notice, or nothing when HA resources may be acted on."""
+    if not shown.ha_recommend_only:
+        return ""
+    return f'<p class=meta id="ha-recommend-only">{_badge(HA_RECOMMEND_ONLY_TEXT, "warn")}</p>'
 
 
 def _node_state(load: NodeLoad, shown: PublishedRound) -> str:

@@ -46,6 +46,12 @@ METRICS: tuple[Metric, ...] = (
         "pve_rebalancer_automation_enabled", "gauge", (), "1 when the actuator may carry out moves"
     ),
     Metric(
+        "pve_rebalancer_ha_recommend_only",
+        "gauge",
+        (),
+        "1 when HA resources are only recommended (built-in CRS auto-rebalances)",
+    ),
+    Metric(
         "pve_rebalancer_node_load_ratio",
         "gauge",
         ("id", "node", "resource", "view"),

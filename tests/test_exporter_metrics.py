@@ -61,7 +61,7 @@ def test_every_catalogue_metric_is_exposed(published: RoundPublisher) -> None:
     exposed = {P + "build_info" if n == P + "build" else n for n in exposed}
     placement_only_when_asked = {P + "placement_score"}
     assert exposed == set(METRIC_NAMES) - placement_only_when_asked
-    assert len(METRIC_NAMES) == 28
+    assert len(METRIC_NAMES) == 29
     assert families[P + "round_duration_seconds"] == "histogram"
     assert families[P + "rounds"] == "counter"
 
@@ -260,3 +260,11 @@ def test_exposition_passes_promtool_lint(published: RoundPublisher) -> None:
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.strip() == b""
+
+
+def test_ha_recommend_only_gauge() -> None:
+    publisher = RoundPublisher()
+    publisher.publish(make_round())
+    assert single(scrape(publisher), P + "ha_recommend_only") == 0.0
+    publisher.publish(make_round(ha_recommend_only=True))
+    assert single(scrape(publisher), P + "ha_recommend_only") == 1.0

@@ -115,3 +115,11 @@ def test_no_round_and_quiet_round() -> None:
     page = render(quiet)
     assert "below threshold" in page
     assert len(re.findall(r"<p class=muted>None.</p>", page)) == 1  # no planned moves
+
+
+HA_LINE = "HA resources: recommend only -- the built-in CRS auto-rebalances (ha-auto-rebalance=1)"
+
+
+def test_ha_recommend_only_line_shown_only_when_set() -> None:
+    assert HA_LINE not in " ".join(parse(render(make_round())).text)
+    assert HA_LINE in " ".join(parse(render(make_round(ha_recommend_only=True))).text)
