@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -83,6 +83,24 @@ def register(commands: Any) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="TOML file")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="log exactly which API calls the actuator would make, and make none",
+    )
+
+
+def with_dry_run(config: Config) -> Config:
+    """``config`` with the actuator in dry-run mode (``run --dry-run``, kept across reloads).
+
+    A dry run plans real API calls, so it needs ``[source.api]`` like the actuator does.
+    """
+    api = config.source.api
+    if not api.hosts or not api.token_id:
+        raise CommandError(
+            "--dry-run needs [source.api] hosts and token_id: the actuator's calls go to the API"
+        )
+    return replace(config, actuator=replace(config.actuator, dry_run=True))
 
 
 # ----- the source --------------------------------------------------------------------
@@ -224,12 +242,15 @@ class Daemon:
         *,
         act_on: ActOn | None = None,
         clock: Callable[[], float] = time.time,
+        force_dry_run: bool = False,
     ) -> None:
         from cli.service import RoundRunner
         from cli.state_store import StateStore
         from exporters.state import RoundPublisher
 
         self.config_path = config_path
+        self.force_dry_run = force_dry_run
+        """``run --dry-run``: reloaded configurations stay in dry-run mode too."""
         self.config = config
         self.clock = clock
         self.store = StateStore.in_dir(config.state.dir)
@@ -366,7 +387,12 @@ class Daemon:
         """Read the configuration again; keep the running one when the new one is broken."""
         try:
             new = load_config(self.config_path)
-        except ConfigError as error:
+            if self.force_dry_run:
+                new = with_dry_run(new)
+        except (ConfigError, CommandError) as error:
+            if isinstance(error, CommandError):
+                log.error("reload refused: %s; keeping the running configuration", error)
+                return False
             for problem in error.problems:
                 log.error("reload refused: %s", problem.format(self.config_path))
             log.error("reload refused: keeping the running configuration")
@@ -499,7 +525,9 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as error:
         raise CommandError(f"invalid configuration:\n{error}") from error
-    daemon = Daemon(args.config, config)
+    if args.dry_run:
+        config = with_dry_run(config)
+    daemon = Daemon(args.config, config, force_dry_run=args.dry_run)
 
     def on_stop(signum: int, frame: FrameType | None) -> None:
         daemon.request_stop()

@@ -472,3 +472,26 @@ def test_actuator_migrates_and_records_in_the_store(
         assert (counts[("started", guest_type)], counts[("failed", guest_type)]) == (1, 1)
         daemon.store.close()
     assert API_SECRET not in caplog.text
+
+
+def test_dry_run_flag_turns_the_actuator_to_dry_run(tmp_path: Path) -> None:
+    text = (
+        '[source.api]\nhosts = ["127.0.0.1:8006"]\ntoken_id = "root@pam!t"\n'
+        'token_secret_env = "PVE_TOKEN"\n'
+    )
+    config = parse_config(text, tmp_path / "c.toml")
+    assert config.actuator.dry_run is False
+    dry = run_cmd.with_dry_run(config)
+    assert dry.actuator.dry_run is True
+    assert dry.actuator.enabled is False
+    assert dry.source == config.source
+    parser = argparse.ArgumentParser()
+    run_cmd.add_arguments(parser)
+    args = parser.parse_args(["--config", "x.toml", "--dry-run"])
+    assert args.dry_run is True
+
+
+def test_dry_run_without_api_credentials_is_a_clear_error(tmp_path: Path) -> None:
+    config = parse_config("", tmp_path / "c.toml")
+    with pytest.raises(CommandError, match=r"--dry-run needs \[source.api\]"):
+        run_cmd.with_dry_run(config)
