@@ -207,8 +207,10 @@ def _api_collect(source: SourceConfig) -> Collect:
         now=source.now if isinstance(source.now, int) else None,
     )
 
+    disk_cache = api_source.GuestDiskCache()  # guest configs are fetched again only on change
+
     def collect() -> Snapshot:
-        snapshot: Snapshot = api_source.build_snapshot_from_api(client, options)
+        snapshot: Snapshot = api_source.build_snapshot_from_api(client, options, cache=disk_cache)
         return snapshot
 
     return collect

@@ -38,10 +38,23 @@ Shapes, as read in pve-manager, pve-cluster and pve-ha-manager (``PVE::RRD``,
 - ``/cluster/ha/status/manager_status`` is ``{"manager_status": {...}, "quorum": ...,
   "lrm_status": ...}``.
 
+- storages: the ``storage`` entries of ``/cluster/resources`` (``maxdisk`` total, ``disk``
+  used bytes), ordered by ``node/storage`` as the file source orders its RRD ids.
+- ``local_disk``: ``GET /storage`` (the storage config: rendered back into storage.cfg text
+  and read by :func:`collector.pvecfg.parse_storage_cfg`, so the same types count as shared;
+  when it fails, a finding, and the ``shared`` flags of the resources' storage entries are
+  used) and every guest's ``GET /nodes/{node}/{qemu|lxc}/{vmid}/config`` (rendered back into
+  ``key: value`` lines, read by :func:`collector.pvecfg.guestconf.parse_guest_config`):
+  a volume on a non-shared or unknown storage, a host path or a pass-through device makes
+  it True, as :meth:`collector.pvecfg.tree.PveTree.has_local_disk` decides. The configs are
+  fetched by the rrddata worker threads; a :class:`GuestDiskCache` the caller keeps between
+  rounds holds what each config says, refetched when the guest's resources entry changes
+  node or ``maxdisk``. A failing config fetch is a ``guest-config-failed`` finding naming
+  the guest, whose ``local_disk`` stays False. The config is read with pending changes
+  applied (the API default), the file source reads the current values.
+
 ``CollectOptions.daemon`` and ``status_dump`` do not apply here (the API flushes rrdcached
-itself and ``/cluster/resources`` carries the live status). Not read through the API:
-``local_disk`` (needs every guest's config and the storage
-config: left False, one info finding says so) and storages. ``maxdisk`` is the resources
+itself and ``/cluster/resources`` carries the live status). ``maxdisk`` is the resources
 list's value (for real VMs the boot disk, not the sum of all disks). Uncertain: the
 resource order inside a migrated group rule, the PVE 9.2 ``auto-rebalance`` key.
 """
@@ -49,16 +62,18 @@ resource order inside a migrated group rule, the PVE 9.2 ``auto-rebalance`` key.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 
 from collector.pvecfg.datacenter import parse_crs
-from collector.pvecfg.guestconf import split_tags
+from collector.pvecfg.guestconf import GuestConfig, parse_guest_config, split_tags
 from collector.pvecfg.ha_resources import HaResource, parse_resources_cfg
 from collector.pvecfg.ha_rules import (
     HaGroup,
@@ -68,6 +83,8 @@ from collector.pvecfg.ha_rules import (
     parse_rules_cfg,
 )
 from collector.pvecfg.ha_status import ManagerStatus, ha_config, parse_manager_status
+from collector.pvecfg.storage import SHARED_TYPES, StorageConfig, parse_storage_cfg
+from collector.pvecfg.tree import PveTree
 from collector.series import conform, cpu_to_cores, empty_frame
 from collector.smoothing import characteristic
 from collector.snapshot_builder import (
@@ -75,7 +92,7 @@ from collector.snapshot_builder import (
     HA_RUNNING_STATES,
     CollectOptions,
 )
-from model import Crs, Finding, Guest, Node, Rule, Snapshot
+from model import Crs, Finding, Guest, Node, Rule, Snapshot, Storage
 from model.rrd_schema import Kind
 from pveapi.errors import PveApiError
 
@@ -103,6 +120,8 @@ _RESOURCE_KEYS = (
     "auto-rebalance",
     "comment",
 )
+_STORAGE_KEYS = ("shared", "disable", "nodes", "content", "path")
+_CONFIG_SKIPPED = frozenset({"digest", "description"})
 
 
 class ApiReader(Protocol):
@@ -116,6 +135,43 @@ class ApiCollectError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class _DiskFacts:
+    """What a guest's config says about its disks, as read at ``maxdisk``."""
+
+    maxdisk: Any
+    config: GuestConfig
+    findings: tuple[Finding, ...]
+
+
+class GuestDiskCache:
+    """Per (vmid, node): the disk facts of a guest config, kept between rounds.
+
+    An entry is used while the guest's ``/cluster/resources`` entry shows the same node and
+    ``maxdisk``; entries of guests gone from the cluster are dropped each round.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, str], _DiskFacts] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, vmid: int, node: str, maxdisk: Any) -> _DiskFacts | None:
+        with self._lock:
+            facts = self._entries.get((vmid, node))
+        return facts if facts is not None and facts.maxdisk == maxdisk else None
+
+    def put(self, vmid: int, node: str, facts: _DiskFacts) -> None:
+        with self._lock:
+            self._entries[(vmid, node)] = facts
+
+    def keep_only(self, keys: set[tuple[int, str]]) -> None:
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if k in keys}
+
+
+@dataclass(frozen=True, slots=True)
 class _Target:
     kind: Kind
     ident: str
@@ -126,10 +182,19 @@ class _Target:
 
 
 def build_snapshot_from_api(
-    client: ApiReader, options: CollectOptions | None = None, *, workers: int = 4
+    client: ApiReader,
+    options: CollectOptions | None = None,
+    *,
+    workers: int = 4,
+    cache: GuestDiskCache | None = None,
 ) -> Snapshot:
-    """Collect the cluster behind ``client``; ``workers`` threads fetch the rrddata."""
+    """Collect the cluster behind ``client``; ``workers`` threads fetch rrddata and configs.
+
+    A service passes the same ``cache`` every round, so unchanged guests' configs are not
+    fetched again.
+    """
     options = options or CollectOptions()
+    cache = GuestDiskCache() if cache is None else cache
     now = int(time.time()) if options.now is None else options.now
     findings: list[Finding] = []
     status = _required(client, "/cluster/status")
@@ -172,7 +237,12 @@ def build_snapshot_from_api(
         )
         for i in guest_items
     ]
-    frames = _fetch_series(client, targets, now, options, findings, workers)
+    storage_items = [i for i in resources if i.get("type") == "storage" and i.get("storage")]
+    storage_config = _storage_config(client, storage_items, findings)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        disks = _start_config_fetches(client, guest_items, cache, pool)
+        frames = _fetch_series(client, targets, now, options, findings, pool)
+        local = _local_disks(guest_items, disks, cache, storage_config, findings)
     node_view, node_last = _reduce("node", frames["node"], NODE_COLUMNS, now, options, findings)
     guest_view, _ = _reduce("guest", frames["guest"], GUEST_COLUMNS, now, options, findings)
 
@@ -180,17 +250,10 @@ def build_snapshot_from_api(
         _node(name, online, node_items.get(name, {}), node_view, node_last, manager, findings)
         for name in node_names
     ]
-    guests = [_guest(item, guest_view, ha_resources, manager) for item in guest_items]
-    if guests:
-        findings.append(
-            Finding(
-                "local-disk-unknown",
-                "api",
-                "the API source does not read guest configs: no guest is marked as having "
-                "node-local disks (migration cost may be underestimated)",
-                "info",
-            )
-        )
+    guests = [
+        _guest(item, guest_view, ha_resources, manager, local.get(_sid(item), False))
+        for item in guest_items
+    ]
     return Snapshot(
         timestamp=now,
         nodes=nodes,
@@ -200,6 +263,7 @@ def build_snapshot_from_api(
         issues=findings,
         usage_view=options.usage,
         cluster=cluster_name,
+        storages=_storages(storage_items),
     )
 
 
@@ -382,7 +446,7 @@ def _fetch_series(
     now: int,
     options: CollectOptions,
     findings: list[Finding],
-    workers: int,
+    pool: ThreadPoolExecutor,
 ) -> dict[str, pl.DataFrame]:
     params = {
         "timeframe": timeframe_for(_window(now, options)),
@@ -395,8 +459,7 @@ def _fetch_series(
         except PveApiError as error:
             return error
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        answers = list(pool.map(fetch, targets))
+    answers = list(pool.map(fetch, targets))
     parts: dict[str, list[pl.DataFrame]] = {"node": [], "guest": []}
     for target, answer in zip(targets, answers, strict=True):
         if isinstance(answer, PveApiError):
@@ -500,6 +563,7 @@ def _guest(
     view: dict[str, dict[str, Any]],
     ha_resources: dict[str, HaResource],
     manager: ManagerStatus | None,
+    local_disk: bool,
 ) -> Guest:
     sid = _sid(item)
     vmid = int(item["vmid"])
@@ -531,5 +595,121 @@ def _guest(
         template=bool(item.get("template")),
         pool=str(item["pool"]) if item.get("pool") else None,
         maxdisk=float(maxdisk) if maxdisk else None,
-        local_disk=False,
+        local_disk=local_disk,
     )
+
+
+# ----- storages and guest disks --------------------------------------------------------
+
+
+def _storages(items: list[dict[str, Any]]) -> list[Storage]:
+    """``storage`` resources in the file source's order (its RRD ids ``node/storage``)."""
+
+    def number(value: Any) -> float | None:
+        return float(value) if isinstance(value, int | float) else None
+
+    rows = sorted(
+        (f"{i.get('node')}/{i['storage']}", i) for i in items if i.get("node") is not None
+    )
+    return [
+        Storage(str(i["node"]), str(i["storage"]), number(i.get("maxdisk")), number(i.get("disk")))
+        for _, i in rows
+    ]
+
+
+def _storage_config(
+    client: ApiReader, storage_items: list[dict[str, Any]], findings: list[Finding]
+) -> dict[str, StorageConfig]:
+    """``GET /storage`` as storage.cfg would give it; on failure, the resources' flags."""
+    data = _optional(client, "/storage", findings)
+    if isinstance(data, list):
+        items = [
+            (str(i.get("type")), str(i.get("storage")), i)
+            for i in data
+            if isinstance(i, dict) and i.get("storage") and i.get("type")
+        ]
+        text = _section_text(items, lambda _kind: _STORAGE_KEYS)
+        storages, parse_findings = parse_storage_cfg(text, "/storage")
+        findings.extend(f for f in parse_findings if f.kind != "config-unknown-section")
+        return storages
+    fallback: dict[str, StorageConfig] = {}
+    for item in storage_items:
+        kind = str(item.get("plugintype") or "")
+        shared = bool(item.get("shared")) or kind in SHARED_TYPES
+        name = str(item["storage"])
+        if name not in fallback or shared:  # one entry per node: any shared one wins
+            fallback[name] = StorageConfig(name, kind, shared)
+    return fallback
+
+
+def _config_text(data: dict[str, Any]) -> str:
+    """A config's JSON (``GET .../config``) as the ``key: value`` lines of its file."""
+    lines = []
+    for key, value in data.items():
+        if key in _CONFIG_SKIPPED or value is None:
+            continue
+        text = _value(value)
+        if "\n" not in text:
+            lines.append(f"{key}: {text}\n")
+    return "".join(lines)
+
+
+def _start_config_fetches(
+    client: ApiReader,
+    guest_items: list[dict[str, Any]],
+    cache: GuestDiskCache,
+    pool: ThreadPoolExecutor,
+) -> dict[str, Future[_DiskFacts | PveApiError]]:
+    """Fetch (in ``pool``) the configs of the guests ``cache`` holds nothing current for."""
+
+    def fetch(item: dict[str, Any]) -> _DiskFacts | PveApiError:
+        vmid, node, kind = int(item["vmid"]), str(item["node"]), item["type"]
+        path = f"/nodes/{node}/{kind}/{vmid}/config"
+        try:
+            data = client.get(path)
+        except PveApiError as error:
+            return error
+        text = _config_text(data if isinstance(data, dict) else {})
+        config, parse_findings = parse_guest_config(
+            text, vmid, "qemu" if kind == "qemu" else "lxc", node, path
+        )
+        facts = _DiskFacts(item.get("maxdisk"), config, tuple(parse_findings))
+        cache.put(vmid, node, facts)
+        return facts
+
+    cache.keep_only({(int(i["vmid"]), str(i["node"])) for i in guest_items})
+    return {
+        _sid(item): pool.submit(fetch, item)
+        for item in guest_items
+        if cache.get(int(item["vmid"]), str(item["node"]), item.get("maxdisk")) is None
+    }
+
+
+def _local_disks(
+    guest_items: list[dict[str, Any]],
+    fetched: dict[str, Future[_DiskFacts | PveApiError]],
+    cache: GuestDiskCache,
+    storages: dict[str, StorageConfig],
+    findings: list[Finding],
+) -> dict[str, bool]:
+    """sid -> whether the guest has a node-bound disk or device (see the module docstring)."""
+    tree = PveTree(Path("/storage"), storages=storages)
+    local: dict[str, bool] = {}
+    for item in guest_items:
+        sid = _sid(item)
+        future = fetched.get(sid)
+        answer = (
+            future.result()
+            if future is not None
+            else cache.get(int(item["vmid"]), str(item["node"]), item.get("maxdisk"))
+        )
+        if isinstance(answer, PveApiError):
+            message = f"config failed, local disks unknown (taken as none): {answer}"
+            findings.append(Finding("guest-config-failed", sid, message, "error"))
+            continue
+        if answer is None:
+            continue
+        findings.extend(answer.findings)
+        config = answer.config
+        local[sid] = bool(tree.has_local_disk(config) or config.local_devices)
+    return local

@@ -11,7 +11,9 @@ tested end to end without a real cluster:
   fly), ``/cluster/ha/groups``, ``/cluster/ha/status/manager_status``, node and guest
   ``rrddata`` (read from the simulator's RRD files the way ``PVE::RRD::create_rrd_data``
   does: the timeframe's rows up to now, old ``pve2`` rows first while they cover the start,
-  the seam row twice as PVE gives it, ``time`` = end of each row's interval);
+  the seam row twice as PVE gives it, ``time`` = end of each row's interval), ``/storage``
+  (storage.cfg as :mod:`simulator.etc_writer` renders it) and guest ``config`` (the keys
+  etc_writer writes to the guest's config, integers as numbers, plus ``digest``);
 - writes: POST ``/cluster/ha/resources/{sid}/migrate`` and ``/relocate`` (``node``),
   ``/nodes/{node}/qemu/{vmid}/migrate`` (``target``, ``online``),
   ``/nodes/{node}/lxc/{vmid}/migrate`` (``target``, ``restart``): each answers a UPID
@@ -50,6 +52,7 @@ import rrdtool
 from model.rrd_schema import LAYOUTS, Kind
 from pveapi.tasks import Upid
 from simulator.cluster import SimulatedCluster
+from simulator.etc_writer import guest_config_lines, render_storage_cfg
 from simulator.model import LOCAL_STORAGE, SHARED_STORAGE
 
 log = logging.getLogger(__name__)
@@ -153,7 +156,13 @@ class SimulatedApiServer:
             ("GET", re.compile(r"/cluster/ha/rules"), self._ha_rules),
             ("GET", re.compile(r"/cluster/ha/groups"), self._ha_groups),
             ("GET", re.compile(r"/cluster/ha/status/manager_status"), self._manager_status),
+            ("GET", re.compile(r"/storage"), self._storage),
             ("GET", re.compile(r"/nodes/(?P<node>[^/]+)/rrddata"), self._node_rrddata),
+            (
+                "GET",
+                re.compile(r"/nodes/(?P<node>[^/]+)/(?P<kind>qemu|lxc)/(?P<vmid>\d+)/config"),
+                self._guest_config,
+            ),
             (
                 "GET",
                 re.compile(r"/nodes/(?P<node>[^/]+)/(?P<kind>qemu|lxc)/(?P<vmid>\d+)/rrddata"),
@@ -496,6 +505,29 @@ class SimulatedApiServer:
                 for name in status.get("node_status", {})
             },
         }
+
+    def _storage(self, args: dict[str, str], match: re.Match[str]) -> Any:
+        items = []
+        for block in render_storage_cfg().split("\n\n"):
+            header, *lines = block.strip().splitlines()
+            kind, _, ident = header.partition(": ")
+            item: dict[str, Any] = {"storage": ident, "type": kind, "digest": "0" * 40}
+            for line in lines:
+                key, _, value = line.strip().partition(" ")
+                item[key] = value
+            items.append(item)
+        return items
+
+    def _guest_config(self, args: dict[str, str], match: re.Match[str]) -> Any:
+        guest = self._guest_on(match["node"], match["kind"], int(match["vmid"]))
+        keys = guest_config_lines(guest, self.cluster.spec.seed)
+        if guest.has_snapshot:
+            keys["parent"] = "before-upgrade"
+        data: dict[str, Any] = {
+            key: int(value) if value.isdigit() else value for key, value in sorted(keys.items())
+        }
+        data["digest"] = "0" * 40
+        return data
 
     def _node_rrddata(self, args: dict[str, str], match: re.Match[str]) -> Any:
         node = match["node"]

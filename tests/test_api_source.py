@@ -12,6 +12,7 @@ import pytest
 
 from collector.api_source import (
     ApiCollectError,
+    GuestDiskCache,
     build_snapshot_from_api,
     rrddata_frame,
     timeframe_for,
@@ -59,10 +60,12 @@ def assert_same(api: Snapshot, files: Snapshot) -> None:
             assert close(getattr(a, field), getattr(f, field)), (a.name, field)
     assert [g.sid for g in api.guests] == [g.sid for g in files.guests]
     for ag, fg in zip(api.guests, files.guests, strict=True):
-        same = replace(ag, cpu=fg.cpu, mem=fg.mem, local_disk=fg.local_disk)
+        assert ag.local_disk == fg.local_disk, ag.sid
+        same = replace(ag, cpu=fg.cpu, mem=fg.mem)
         assert same == fg
         assert close(ag.cpu, fg.cpu), (ag.sid, "cpu")
         assert close(ag.mem, fg.mem), (ag.sid, "mem")
+    assert api.storages == files.storages
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,9 @@ def test_api_snapshot_equals_the_file_snapshot(served, tls, usage: str) -> None:
     assert_same(api, files)
     assert any(g.cpu is not None for g in api.guests)
     assert api.rules, "the simulated cluster has HA rules"
-    assert [i.kind for i in api.issues] == ["local-disk-unknown"]
+    assert api.issues == []
+    assert {g.local_disk for g in api.guests} == {True, False}, "both kinds are simulated"
+    assert api.storages
 
 
 def test_placement_and_ha_state_follow_a_migration(tmp_path: Path, tls) -> None:
@@ -132,6 +137,66 @@ def test_a_failing_guest_rrddata_is_a_finding(sim: SimulatedCluster, tls) -> Non
     assert sum(g.cpu is not None for g in snap.guests) >= 1
 
 
+class CountingClient:
+    """A client that counts the config fetches."""
+
+    def __init__(self, inner: PveApiClient) -> None:
+        self.inner = inner
+        self.configs = 0
+
+    def get(self, path: str, **params: Any) -> Any:
+        if path.endswith("/config"):
+            self.configs += 1
+        return self.inner.get(path, **params)
+
+
+def test_a_failing_guest_config_is_a_finding(sim: SimulatedCluster, tls) -> None:
+    files = build_snapshot(sim.etc_root, sim.rrd_root, CollectOptions(now=sim.now))
+    local = next(g for g in files.guests if g.local_disk)
+    server = start(sim, tls)
+    server.fail_paths.add(f"/nodes/{local.node}/{local.type}/{local.vmid}/config")
+    try:
+        api = CountingClient(client(server, tls, retries=0))
+        cache = GuestDiskCache()
+        snap = build_snapshot_from_api(api, CollectOptions(now=sim.now), cache=cache)
+        assert api.configs == len(sim.spec.guests)
+        assert len(cache) == len(sim.spec.guests) - 1
+        again = build_snapshot_from_api(api, CollectOptions(now=sim.now), cache=cache)
+        assert api.configs == len(sim.spec.guests) + 1  # only the failed one is fetched again
+    finally:
+        server.stop()
+    for current in (snap, again):
+        failed = [f for f in current.issues if f.kind == "guest-config-failed"]
+        assert [f.where for f in failed] == [local.sid]
+        assert "HTTP 500" in failed[0].message
+        assert SECRET not in failed[0].message
+        assert current.guest(local.sid).local_disk is False  # type: ignore[union-attr]
+        others = [(g.sid, g.local_disk) for g in current.guests if g.sid != local.sid]
+        assert others == [(g.sid, g.local_disk) for g in files.guests if g.sid != local.sid]
+
+
+def test_the_disk_cache_refetches_a_moved_guest(tmp_path: Path, tls) -> None:
+    sim = simulate_cluster(tmp_path / "c", 3, 10, days=0.05, seed=8, workers=1)
+    server = start(sim, tls)
+    try:
+        api = CountingClient(client(server, tls))
+        cache = GuestDiskCache()
+        build_snapshot_from_api(api, CollectOptions(now=sim.now), cache=cache)
+        guest = next(g for g in sim.spec.guests if g.running and g.ha_state is None)
+        target = next(n for n in sim.node_names if n != guest.node)
+        with server.lock:
+            sim.migrate(guest.vmid, target)
+            sim.advance(300)
+        before = api.configs
+        options = CollectOptions(now=sim.now, status_dump=sim.dump_path)
+        moved = build_snapshot_from_api(api, options, cache=cache)
+        assert api.configs - before == 1
+        assert moved.guest(guest.sid).node == target  # type: ignore[union-attr]
+        assert_same(moved, build_snapshot(sim.etc_root, sim.rrd_root, options))
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("pve_major", [9, 8])
 def test_legacy_groups_become_node_affinity_rules(tmp_path: Path, tls, pve_major: int) -> None:
     sim = simulate_cluster(tmp_path / "c", 4, 20, days=0.05, seed=7, legacy_groups=True, workers=1)
@@ -162,7 +227,7 @@ def test_forecast_view_reads_the_week_of_30_minute_rows(served, tls) -> None:
     api = build_snapshot_from_api(client(server, tls), options)
     files = build_snapshot(sim.etc_root, sim.rrd_root, options)
     assert_same(api, files)
-    assert {i.kind for i in api.issues} == {i.kind for i in files.issues} | {"local-disk-unknown"}
+    assert {i.kind for i in api.issues} == {i.kind for i in files.issues}
     assert "forecast-fallback" in {i.kind for i in api.issues}
 
 
@@ -200,10 +265,13 @@ def test_failing_endpoints_are_findings_or_a_clear_error(sim: SimulatedCluster, 
     server = start(sim, tls)
     try:
         api = client(server, tls, retries=0)
-        server.fail_paths |= {"/cluster/options", "/cluster/ha/status/manager_status"}
+        server.fail_paths |= {"/cluster/options", "/cluster/ha/status/manager_status", "/storage"}
         snap = build_snapshot_from_api(api, CollectOptions(now=sim.now))
         failed = {f.where: f for f in snap.issues if f.kind == "api-endpoint-failed"}
-        assert set(failed) == {"/cluster/options", "/cluster/ha/status/manager_status"}
+        assert set(failed) == {"/cluster/options", "/cluster/ha/status/manager_status", "/storage"}
+        files = build_snapshot(sim.etc_root, sim.rrd_root, CollectOptions(now=sim.now))
+        # without /storage the resources' shared flags decide: still the file source's answer
+        assert [g.local_disk for g in snap.guests] == [g.local_disk for g in files.guests]
         assert "HTTP 500" in failed["/cluster/options"].message
         assert snap.crs == Crs()  # the defaults, as without datacenter.cfg
         assert len(snap.guests) == len(sim.spec.guests)
