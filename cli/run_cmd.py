@@ -133,13 +133,14 @@ def build_collect(source: SourceConfig) -> Collect:
 
 def _files_collect(source: SourceConfig) -> Collect:
     from collector.pvecfg.guestcache import GuestConfigCache
-    from collector.snapshot_builder import CollectOptions, build_snapshot
+    from collector.snapshot_builder import CollectOptions, HistoryCache, build_snapshot
 
     root, rrd_dir = Path(source.root), Path(source.rrd_dir)
     daemon = source.rrdcached or None
     if daemon and not daemon.startswith(("unix:", "/")) and ":" not in daemon:
         daemon = f"unix:{daemon}"
     cache = GuestConfigCache()
+    history = HistoryCache()  # the forecast view re-reads its days of history every 15 min
 
     def collect() -> Snapshot:
         now: int | None
@@ -157,7 +158,7 @@ def _files_collect(source: SourceConfig) -> Collect:
             now=now,
             status_dump=Path(source.status_dump) if source.status_dump else None,
         )
-        return build_snapshot(root, rrd_dir, options, cache=cache)
+        return build_snapshot(root, rrd_dir, options, cache=cache, history=history)
 
     return collect
 

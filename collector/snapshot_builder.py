@@ -14,7 +14,7 @@ and the rest of the cluster is still collected. Only a missing ``/etc/pve`` root
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,13 @@ def build_snapshot(
     options: CollectOptions | None = None,
     *,
     cache: GuestConfigCache | None = None,
+    history: HistoryCache | None = None,
 ) -> Snapshot:
     """Collect the cluster under ``root`` (an /etc/pve tree) and ``rrd_root`` (RRD files).
 
     A service passes the same ``cache`` every round, so unchanged config files are only
-    stat()ed, not parsed again.
+    stat()ed, not parsed again, and the same ``history``, so the forecast view's days of
+    history are read only every ``history.max_age_s`` seconds.
     """
     options = options or CollectOptions()
     now = int(time.time()) if options.now is None else options.now
@@ -69,10 +71,9 @@ def build_snapshot(
     findings: list[Finding] = list(tree.findings)
 
     status = _guest_status_from_dump(options.status_dump, findings)
-    node_usage = _usage(
-        rrd_root, "node", ["cpu", "memused", "maxcpu", "memtotal"], now, options, findings
-    )
-    guest_usage = _usage(rrd_root, "guest", ["cpu", "mem"], now, options, findings)
+    node_columns = ["cpu", "memused", "maxcpu", "memtotal"]
+    node_usage = _usage(rrd_root, "node", node_columns, now, options, findings, history)
+    guest_usage = _usage(rrd_root, "guest", ["cpu", "mem"], now, options, findings, history)
 
     node_names = _node_names(tree)
     nodes = [_node(name, tree, node_usage, findings) for name in node_names]
@@ -104,6 +105,23 @@ class _Usage:
     found: set[str]
 
 
+@dataclass
+class HistoryCache:
+    """The forecast view's long-history results, kept between rounds of a service.
+
+    The forecast reads days of 30-min rows; that history changes once per 30 minutes, so a
+    service re-reads it only every ``max_age_s`` seconds while every round still reads its
+    short window for the newest values.
+    """
+
+    max_age_s: float = 900.0
+    entries: dict[str, tuple[int, dict[str, dict[str, Any]], list[Finding]]] = field(
+        default_factory=dict
+    )
+    long_reads: int = 0
+    """How many long-history reads were made (for tests and logs)."""
+
+
 def _usage(
     rrd_root: Path,
     kind: Kind,
@@ -111,43 +129,73 @@ def _usage(
     now: int,
     options: CollectOptions,
     findings: list[Finding],
+    history: HistoryCache | None = None,
 ) -> _Usage:
-    start = now - options.window_s
-    resolution: int | None = None
-    if options.usage == "forecast":
-        start, resolution = now - FORECAST_HISTORY_S, FORECAST_RESOLUTION_S
     read = read_series(
         rrd_root,
         kind,
         None,
-        start,
+        now - options.window_s,
         now,
         cf="MAX" if options.usage == "max" else "AVERAGE",
-        resolution=resolution,
         daemon=options.daemon,
         now=now,
         columns=columns,
     )
     findings.extend(read.findings)
-    frame = read.frame
-    view = characteristic(frame, columns, options.usage, half_life_s=options.half_life_s)
+    last = _rows(characteristic(read.frame, columns, "last"))
     if options.usage == "forecast":
-        fell_back = view.filter(pl.col("fallback"))["id"].to_list()
-        if fell_back:
-            findings.append(
-                Finding(
-                    "forecast-fallback",
-                    f"{kind} {_preview(fell_back)}",
-                    f"{len(fell_back)} {kind} series have less than two days of history; "
-                    "their usage is the EWMA instead of the forecast",
-                    "info",
-                )
-            )
-        last_frame = frame.filter(pl.col("time") > now - options.window_s)
+        view = _forecast_rows(rrd_root, kind, columns, now, options, findings, history)
     else:
-        last_frame = frame
-    last = characteristic(last_frame, columns, "last")
-    return _Usage(_rows(view), _rows(last), read.found_ids)
+        view = _rows(
+            characteristic(read.frame, columns, options.usage, half_life_s=options.half_life_s)
+        )
+    return _Usage(view, last, read.found_ids)
+
+
+def _forecast_rows(
+    rrd_root: Path,
+    kind: Kind,
+    columns: list[str],
+    now: int,
+    options: CollectOptions,
+    findings: list[Finding],
+    history: HistoryCache | None,
+) -> dict[str, dict[str, Any]]:
+    cached = history.entries.get(kind) if history is not None else None
+    if history is not None and cached is not None and now - cached[0] < history.max_age_s:
+        findings.extend(cached[2])
+        return cached[1]
+    read = read_series(
+        rrd_root,
+        kind,
+        None,
+        now - FORECAST_HISTORY_S,
+        now,
+        resolution=FORECAST_RESOLUTION_S,
+        daemon=options.daemon,
+        now=now,
+        columns=columns,
+    )
+    own: list[Finding] = []  # file problems are already reported by the round's own read
+    view = characteristic(read.frame, columns, "forecast", half_life_s=options.half_life_s)
+    fell_back = view.filter(pl.col("fallback"))["id"].to_list()
+    if fell_back:
+        own.append(
+            Finding(
+                "forecast-fallback",
+                f"{kind} {_preview(fell_back)}",
+                f"{len(fell_back)} {kind} series have less than two days of history; "
+                "their usage is the EWMA instead of the forecast",
+                "info",
+            )
+        )
+    findings.extend(own)
+    rows = _rows(view)
+    if history is not None:
+        history.entries[kind] = (now, rows, own)
+        history.long_reads += 1
+    return rows
 
 
 def _rows(frame: pl.DataFrame) -> dict[str, dict[str, Any]]:

@@ -121,3 +121,28 @@ def test_bad_input_becomes_findings_and_the_rest_is_collected(
 def test_missing_root_raises(tmp_path: Path) -> None:
     with pytest.raises(PveTreeNotFoundError):
         build_snapshot(tmp_path / "nope", tmp_path)
+
+
+def test_forecast_history_is_read_on_a_slower_interval(tmp_path: Path) -> None:
+    from collector.snapshot_builder import HistoryCache
+
+    cluster = simulate_cluster(tmp_path / "c", 3, 12, days=0.25, seed=9)
+    history = HistoryCache(max_age_s=900)
+
+    def collect() -> Snapshot:
+        options = CollectOptions(now=cluster.now, usage="forecast")
+        return build_snapshot(cluster.etc_root, cluster.rrd_root, options, history=history)
+
+    first = collect()
+    assert history.long_reads == 2  # nodes and guests
+    fallback = [f for f in first.issues if f.kind == "forecast-fallback"]
+    assert fallback  # a quarter of a day is less than two seasons of history
+    cluster.advance(120)
+    second = collect()
+    assert history.long_reads == 2  # within max_age: the long history is not read again
+    assert [f for f in second.issues if f.kind == "forecast-fallback"] == fallback
+    assert [n.cpu for n in second.nodes] == [n.cpu for n in first.nodes]
+    assert [n.cpu_last for n in second.nodes] != [n.cpu_last for n in first.nodes]
+    cluster.advance(900)
+    collect()
+    assert history.long_reads == 4
