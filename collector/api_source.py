@@ -10,7 +10,10 @@ from the PVE API instead of ``/etc/pve`` and the RRD files:
   the smallest timeframe that covers the window: ``hour`` for the default hour, ``week``,
   30-minute rows, for the forecast's 7 days) -> the metric frame of :mod:`collector.series`
   (``cpu`` in cores), cut to the window the file reader reads ->
-  :func:`collector.smoothing.characteristic`. A failing ``rrddata`` is a finding naming
+  :func:`collector.smoothing.characteristic`. In the forecast view the newest values
+  (``cpu_last``/``mem_last``) also come from the 30-minute rows, where the file source reads
+  them from the 1-minute window each round: one rrddata call per guest, not two. A failing
+  ``rrddata`` is a finding naming
   the node or guest (its usage stays unknown) and the round goes on;
 - ``/cluster/ha/resources``, ``/cluster/ha/rules`` (PVE 9), ``/cluster/ha/groups`` (PVE 8
   groups, turned into node-affinity rules as :func:`collector.pvecfg.groups_to_rules`

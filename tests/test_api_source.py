@@ -47,7 +47,7 @@ def close(a: float | None, b: float | None) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
-def assert_same(api: Snapshot, files: Snapshot) -> None:
+def assert_same(api: Snapshot, files: Snapshot, *, newest: bool = True) -> None:
     assert api.timestamp == files.timestamp
     assert api.cluster == files.cluster
     assert api.crs == files.crs
@@ -56,7 +56,7 @@ def assert_same(api: Snapshot, files: Snapshot) -> None:
     for a, f in zip(api.nodes, files.nodes, strict=True):
         assert (a.online, a.maintenance, a.ha_state) == (f.online, f.maintenance, f.ha_state)
         assert (a.maxcpu, a.maxmem) == (f.maxcpu, f.maxmem)
-        for field in ("cpu", "mem", "cpu_last", "mem_last"):
+        for field in ("cpu", "mem", "cpu_last", "mem_last")[: 4 if newest else 2]:
             assert close(getattr(a, field), getattr(f, field)), (a.name, field)
     assert [g.sid for g in api.guests] == [g.sid for g in files.guests]
     for ag, fg in zip(api.guests, files.guests, strict=True):
@@ -226,7 +226,9 @@ def test_forecast_view_reads_the_week_of_30_minute_rows(served, tls) -> None:
     options = CollectOptions(now=sim.now, status_dump=sim.dump_path, usage="forecast")
     api = build_snapshot_from_api(client(server, tls), options)
     files = build_snapshot(sim.etc_root, sim.rrd_root, options)
-    assert_same(api, files)
+    # the newest values differ on purpose: the file source reads them from the 1-min window
+    # every round, the API source from the forecast's 30-min rows (one rrddata call per guest)
+    assert_same(api, files, newest=False)
     assert {i.kind for i in api.issues} == {i.kind for i in files.issues}
     assert "forecast-fallback" in {i.kind for i in api.issues}
 
