@@ -15,6 +15,7 @@ from grafana.panels import (
     NODE,
     dashboard,
     merge_and_tidy,
+    node_load_spread,
     query,
     stat_panel,
     table_panel,
@@ -32,14 +33,6 @@ RESOURCES = (("cpu", "CPU"), ("memory", "Memory"), ("combined", "Combined"))
 
 def load_expr(resource: str, view: str) -> str:
     return f'pve_rebalancer_node_load_ratio{{{NODE_MATCH}, resource="{resource}", view="{view}"}}'
-
-
-def cluster_average(resource: str) -> str:
-    """Recorded cluster-average load (raw), or the same average computed on the fly."""
-    selector = f'{JOB}, resource="{resource}", view="raw"'
-    recorded = f"job_resource_view:pve_rebalancer_node_load_ratio:avg{{{selector}}}"
-    raw = f"avg by (job, resource, view) (pve_rebalancer_node_load_ratio{{{selector}}})"
-    return f"{recorded} or {raw}"
 
 
 def summary_row(board: dash.Dashboard) -> dash.Dashboard:
@@ -92,7 +85,7 @@ def load_row(board: dash.Dashboard) -> dash.Dashboard:
             )
             .with_target(query(load_expr(resource, "raw"), "raw {{node}}"))
             .with_target(query(load_expr(resource, "smoothed"), "smoothed {{node}}"))
-            .with_target(query(cluster_average(resource), "cluster average"))
+            .with_target(query(node_load_spread("avg", resource), "cluster average"))
             .override_by_name(
                 "cluster average",
                 [

@@ -20,6 +20,7 @@ from grafana.panels import (
     NODE,
     dashboard,
     merge_and_tidy,
+    node_load_spread,
     query,
     stat_panel,
     table_panel,
@@ -33,14 +34,6 @@ UID = "pve-rebalancer-overview"
 TITLE = "PVE rebalancer / Cluster overview"
 RATE = "$__rate_interval"
 MIGRATION_OUTCOMES = ("started", "succeeded", "failed")
-
-
-def node_load_spread(aggregate: str, resource: str = "combined") -> str:
-    """Recorded max/min/avg node load per job, or the same aggregation computed on the fly."""
-    selector = f'{JOB}, resource="{resource}", view="raw"'
-    recorded = f"job_resource_view:pve_rebalancer_node_load_ratio:{aggregate}{{{selector}}}"
-    raw = f"{aggregate} by (job, resource, view) (pve_rebalancer_node_load_ratio{{{selector}}})"
-    return f"{recorded} or {raw}"
 
 
 def status_row(board: dash.Dashboard) -> dash.Dashboard:

@@ -201,3 +201,11 @@ def dashboard(
     for add_row in rows:
         board = add_row(board)
     return assign_ids(board.build())
+
+
+def node_load_spread(aggregate: str, resource: str = "combined") -> str:
+    """Recorded max/min/avg node load per job, or the same aggregation computed on the fly."""
+    selector = f'{JOB}, resource="{resource}", view="raw"'
+    recorded = f"job_resource_view:pve_rebalancer_node_load_ratio:{aggregate}{{{selector}}}"
+    raw = f"{aggregate} by (job, resource, view) (pve_rebalancer_node_load_ratio{{{selector}}})"
+    return f"{recorded} or {raw}"
