@@ -12,7 +12,8 @@ rows, so 10,000 files take ~0.5 GB instead of 13 GB; real PVE files hold 8 archi
 ~1.3 MB), optionally ``--old`` pre-9 files to join, then times:
 
 1. raw fetch through the ``rrdtool`` binding (tuples of Python floats), nothing else;
-2. raw fetch through librrd's ``rrd_fetch_r`` with ctypes (:mod:`collector.rrd_fast`),
+2. raw fetch through librrd's ``rrd_fetch_r`` (:mod:`collector.rrd_fast`), its loop over the
+   files in C (``collector._rrdbatch``, when built) and through ctypes,
    narrowed to ``--columns``: serially, on ``--threads`` threads (with each thread's own
    CPU time) and on the process pool (one contiguous part per worker);
 3. ``read_series`` (fetch + numpy/polars frame + checks) with ``--columns`` on threads and
@@ -57,8 +58,8 @@ HISTORY_ROWS = 180
 class _ThreadTimed(Librrd):
     """Records the CPU time each thread spends in :meth:`fetch_chunk`."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, *, batch: bool = True) -> None:
+        super().__init__(name, batch=batch)
         self.cpu: dict[int, float] = {}
         self._lock = threading.Lock()
 
@@ -178,20 +179,26 @@ def _binding_stage(paths: list[str], window: list[str]) -> Callable[[], str]:
     return run
 
 
-def _ctypes_stage(
+def _librrd_stage(
     name: str,
     paths: list[str],
     window: tuple[int, int],
     mode: FetchMode,
     threads: int,
     selection: Selection,
+    batch: bool,
 ) -> Callable[[], str]:
-    timed = _ThreadTimed(name)
+    timed = _ThreadTimed(name, batch=batch)
     start, end = window
 
     def run() -> str:
         timed.cpu.clear()  # each run has its own pool threads
-        with mock.patch.object(rrd_fast, "default_workers", return_value=threads):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(
+                mock.patch.object(rrd_fast, "default_workers", return_value=threads)
+            )
+            if not batch:  # the pool's workers too
+                stack.enter_context(mock.patch.object(rrd_fast, "_batch_module", return_value=None))
             chunks = timed.fetch_files(
                 paths, "AVERAGE", start, end, STEP, selection=selection, mode=mode
             )
@@ -257,9 +264,13 @@ def _measure(args: argparse.Namespace, root: Path, now: int) -> None:
             (f"{args.threads} threads", "threads"),
             (f"{workers} processes", "processes"),
         ]
-        for label, mode in modes:
-            stage = _ctypes_stage(library.name, paths, (start, now), mode, args.threads, selection)
-            stages.append((f"raw fetch, ctypes, {label}", stage))
+        loops = [("C loop", True), ("ctypes loop", False)] if rrd_fast._batch_module() else []
+        for loop, batch in loops or [("ctypes loop", False)]:
+            for label, mode in modes:
+                stage = _librrd_stage(
+                    library.name, paths, (start, now), mode, args.threads, selection, batch
+                )
+                stages.append((f"raw fetch, {loop}, {label}", stage))
     listed = ",".join(columns)
     read_window = (start, now)
     stages.append(

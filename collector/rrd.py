@@ -26,9 +26,10 @@ end are aligned to the resolution before fetching; rows are those ending in (sta
 are flushed first (one ``flushcached`` call; if that fails, every fetch goes through the
 daemon, and a finding says so).
 
-Files are fetched through librrd's ``rrd_fetch_r`` with ctypes (:mod:`collector.rrd_fast`:
-values arrive as C double arrays, no per-value Python objects), on a few threads, or for many
-files on a pool of processes, narrowed to the DS the frame needs plus a per-row "known" flag.
+Files are fetched through librrd's ``rrd_fetch_r`` (:mod:`collector.rrd_fast`, a C loop or
+ctypes: values arrive as C double arrays, no per-value Python objects), on a few threads, or
+for many files on a pool of processes, narrowed to the DS the frame needs plus a per-row
+"known" flag.
 The ``rrdtool`` binding is used instead when librrd cannot be loaded that way (one info
 finding ``rrd-slow-path`` per read says so), when fetches must go through rrdcached (a
 failed flush, or ``RRDCACHED_ADDRESS`` set); both paths give identical frames and findings.
@@ -47,7 +48,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -260,20 +261,25 @@ def _fetch_fast(
     offset = 0
     for chunk in chunks:
         run: list[int] = []  # consecutive usable files on the chunk's grid
-        for index, result in enumerate(chunk.results):
-            path = paths[offset + index]
-            if isinstance(result, FetchError):
-                message = f"cannot read RRD: {result.message}"
-                findings.append(Finding("rrd-unreadable", path, message, "error"))
-            elif _usable(path, layout, result.ds, findings):
-                if chunk.on_grid is not None and chunk.on_grid[index]:
+        on_grid = chunk.on_grid.tolist() if chunk.on_grid is not None else None
+        for index, entry in enumerate(chunk.entries):
+            if on_grid is not None and on_grid[index]:  # the entry is the file's DS list
+                ds = cast(tuple[str, ...], entry)
+                if ds == layout.ds or _usable(paths[offset + index], layout, ds, findings):
                     run.append(index)
                     continue
-                _add_run(blocks, chunk, run, ids, offset, window)
-                blocks.append(_block_of(ids[offset + index], result, window))
+            elif isinstance(entry, FetchError):
+                path = paths[offset + index]
+                message = f"cannot read RRD: {entry.message}"
+                findings.append(Finding("rrd-unreadable", path, message, "error"))
+            else:
+                result = cast(rrd_fast.Fetched, entry)
+                if _usable(paths[offset + index], layout, result.ds, findings):
+                    _add_run(blocks, chunk, run, ids, offset, window)
+                    blocks.append(_block_of(ids[offset + index], result, window))
             _add_run(blocks, chunk, run, ids, offset, window)
         _add_run(blocks, chunk, run, ids, offset, window)
-        offset += len(chunk.results)
+        offset += len(chunk.entries)
     return blocks
 
 
@@ -298,14 +304,12 @@ def _add_run(
         return
     assert chunk.grid is not None
     assert chunk.known is not None
-    first = chunk.results[run[0]]
-    assert isinstance(first, rrd_fast.Fetched)
     part = slice(run[0], run[-1] + 1)
-    kept = _kept_rows(first.first_time, first.step, chunk.grid.shape[1], window.end)
+    kept = _kept_rows(chunk.first_time, chunk.step, chunk.grid.shape[1], window.end)
     values, known = chunk.grid[part, :kept], chunk.known[part, :kept]
     run_ids = ids[offset + run[0] : offset + run[-1] + 1]
     blocks.append(
-        _Block(run_ids, first.first_time, first.step, window.selection.columns, values, known)
+        _Block(run_ids, chunk.first_time, chunk.step, window.selection.columns, values, known)
     )
     run.clear()
 
@@ -491,6 +495,23 @@ def _join_generations(
     return pl.concat(parts, how="vertical").sort(ID_COLUMN, TIME_COLUMN)
 
 
+class _Files:
+    """The files of a read: per id, its file in each generation that has one."""
+
+    def __init__(self, root: Path, *generations: tuple[RrdLayout, set[str]]) -> None:
+        self._generations = [
+            (os.path.join(root, layout.directory), ids) for layout, ids in generations
+        ]
+
+    def of(self, ident: str) -> list[str]:
+        """The paths of ``ident``'s files, current generation first."""
+        return [f"{directory}/{ident}" for directory, ids in self._generations if ident in ids]
+
+    def every(self, idents: Iterable[str]) -> list[str]:
+        """The paths of the files of ``idents``, in that order."""
+        return list(chain.from_iterable(self.of(ident) for ident in idents))
+
+
 def _last_update(paths: list[str]) -> int | None:
     """The newest last-update time of ``paths`` (None when none can be read)."""
     times: list[int] = []
@@ -505,7 +526,7 @@ def _last_update(paths: list[str]) -> int | None:
 def _quality_findings(
     frame: pl.DataFrame,
     kind: Kind,
-    files: dict[str, list[str]],
+    files: _Files,
     end: int,
     now: int,
     stale_after: int,
@@ -522,20 +543,12 @@ def _quality_findings(
         known = pl.col(_KNOWN_COLUMN)
     else:
         known = pl.any_horizontal(pl.col(value_columns(kind)).is_not_null())
-    summary = (
-        frame.with_columns(known.alias("_known"))
-        .group_by(ID_COLUMN)
-        .agg(
-            pl.col("_known").any().alias("any_known"),
-            pl.col(TIME_COLUMN).filter(pl.col("_known")).max().alias("last_known"),
-            pl.col(_STEP_COLUMN).max().alias("step"),
-        )
-        .sort(ID_COLUMN)
-    )
+    ids, any_known, last_known, steps = _per_series(frame, known)
     judge_staleness = end >= now - stale_after
     findings: list[Finding] = []
-    for ident in summary.filter(~pl.col("any_known"))[ID_COLUMN]:
-        last_update = _last_update(files.get(ident, [])) if judge_staleness else None
+    for index in np.flatnonzero(~any_known).tolist():
+        ident = ids[index]
+        last_update = _last_update(files.of(ident)) if judge_staleness else None
         if last_update is not None and last_update < now - stale_after:
             message = (
                 f"no known value in the window; files last updated at {last_update}, "
@@ -547,12 +560,33 @@ def _quality_findings(
             findings.append(Finding("rrd-all-unknown", f"{kind} {ident}", message, "warning"))
     if not judge_staleness:
         return findings
-    limit = pl.max_horizontal(pl.lit(stale_after), 2 * pl.col("step"))
-    stale = summary.filter(pl.col("any_known") & (pl.col("last_known") < now - limit))
-    for ident, last_known in stale.select(ID_COLUMN, "last_known").iter_rows():
-        message = f"newest known value at {last_known}, {now - last_known} s before {now}"
+    limit = np.maximum(stale_after, 2 * steps)
+    for index in np.flatnonzero(any_known & (last_known < now - limit)).tolist():
+        ident, newest = ids[index], int(last_known[index])
+        message = f"newest known value at {newest}, {now - newest} s before {now}"
         findings.append(Finding("rrd-stale", f"{kind} {ident}", message, "warning"))
     return findings
+
+
+def _per_series(
+    frame: pl.DataFrame, known: pl.Expr
+) -> tuple[list[str], npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Per id, in id order: whether a row is ``known``, the newest known row's time (int64
+    minimum when none) and the largest step. One reduction per column over the runs of
+    rows of each id (a frame that does not hold each id's rows together is sorted first)."""
+    run = frame[ID_COLUMN].rle_id().to_numpy()
+    starts = np.flatnonzero(np.diff(run, prepend=-1))
+    ids: list[str] = frame[ID_COLUMN].gather(starts).to_list()
+    if len(set(ids)) != len(ids) or ids != sorted(ids):
+        return _per_series(frame.sort(ID_COLUMN, TIME_COLUMN), known)
+    is_known = frame.select(known.fill_null(False)).to_series().to_numpy()
+    times = np.where(is_known, frame[TIME_COLUMN].to_numpy(), np.iinfo(np.int64).min)
+    return (
+        ids,
+        np.logical_or.reduceat(is_known, starts),
+        np.maximum.reduceat(times, starts),
+        np.maximum.reduceat(frame[_STEP_COLUMN].to_numpy(), starts),
+    )
 
 
 def read_series(
@@ -608,14 +642,8 @@ def read_series(
     options = ["-r", str(resolution), "-s", str(aligned_start), "-e", str(aligned_end)]
     through_daemon = os.environ.get("RRDCACHED_ADDRESS", "") != ""  # as librrd's rrd_fetch
     binding_only = through_daemon or aligned_start < _PLAIN_EPOCH
-    files: dict[str, list[str]] = {}
-    for layout, layout_ids in ((current_layout, current_ids), (old_layout, old_ids)):
-        directory = os.path.join(rrd_root, layout.directory)
-        for ident in layout_ids:
-            files.setdefault(ident, []).append(os.path.join(directory, ident))
-    if daemon is not None and not _flush(
-        daemon, list(chain.from_iterable(files.values())), findings
-    ):
+    files = _Files(rrd_root, (current_layout, set(current_ids)), (old_layout, set(old_ids)))
+    if daemon is not None and not _flush(daemon, files.every(wanted), findings):
         options = ["--daemon", daemon, *options]
         binding_only = True
 

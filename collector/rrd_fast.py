@@ -1,10 +1,16 @@
-"""Fetch RRD files through librrd's ``rrd_fetch_r`` with ctypes: threads, or processes for many.
+"""Fetch RRD files through librrd's ``rrd_fetch_r``: threads, or processes for many.
 
 The PyPI ``rrdtool`` binding turns every fetched value into a Python float (or None) in a
 tuple per row; for thousands of files that costs more than librrd's own reading. Here the
 same librrd function hands over its C array of doubles, which one ``memcpy`` copies into a
 numpy buffer (NaN where unknown, as librrd stores it). Files of one chunk that share their
 time grid and DS list land in one stacked ``[files, rows, ds]`` array.
+
+The loop over a chunk's files runs in C (``collector/_rrdbatch.c``, built by the project's
+install against librrd-dev): one call per chunk instead of six ctypes calls per file, which
+cost about as much as librrd's own work. Where the extension is not built, the same loop
+runs through ctypes (:class:`Librrd` loads librrd itself either way); both give identical
+chunks.
 
 A :class:`Selection` narrows what a fetch hands back to the DS columns a caller needs (by
 name, NaN where a file lacks one) plus, per row, whether any DS of a second list is known:
@@ -181,17 +187,46 @@ FetchResult = Fetched | FetchError
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """The results of consecutive files, in the order asked."""
+    """The results of consecutive files, in the order asked.
 
-    results: list[FetchResult]
+    A file on the chunk's grid (the usual case) is kept as its DS list only, its values being
+    its slot of :attr:`grid`: :attr:`results` makes its :class:`Fetched` when asked, while a
+    reader of thousands of files goes through :attr:`entries` and the grid directly.
+    """
+
+    entries: list[FetchResult | tuple[str, ...]]
+    """Per file: its DS list when :attr:`on_grid`, else its result."""
     grid: npt.NDArray[np.float64] | None = None
-    """``[files, rows, columns]``: slot ``i`` holds ``results[i].values`` when ``on_grid[i]``
-    (read with the first readable file's first time, step and DS list: the usual case);
-    other slots hold nothing meaningful."""
+    """``[files, rows, columns]``: slot ``i`` holds file ``i``'s values when ``on_grid[i]``
+    (read with the first readable file's first time, step and DS list); other slots hold
+    nothing meaningful."""
     on_grid: npt.NDArray[np.bool_] | None = None
     """``[files]``: the file's values are its slot of :attr:`grid`."""
     known: npt.NDArray[np.bool_] | None = None
     """With a Selection and a grid: ``[files, rows]``, the known flags in the same slots."""
+    first_time: int = 0
+    """With a grid: the time of its first row (see :attr:`Fetched.first_time`)."""
+    step: int = 0
+    """With a grid: its seconds per row."""
+    columns: tuple[str, ...] | None = None
+    """With a Selection and a grid: the names of the grid's columns."""
+
+    @property
+    def results(self) -> list[FetchResult]:
+        """Every file's result (a file on the grid: a view of its slot), built on each call."""
+        if self.grid is None or self.on_grid is None:
+            return cast(list[FetchResult], self.entries)
+        grid, known, columns = self.grid, self.known, self.columns
+        first_time, step = self.first_time, self.step
+        results: list[FetchResult] = []
+        for index, (entry, on) in enumerate(zip(self.entries, self.on_grid.tolist(), strict=True)):
+            if on:
+                row_known = None if known is None else known[index]
+                ds = cast(tuple[str, ...], entry)
+                results.append(Fetched(first_time, step, ds, grid[index], columns, row_known))
+            else:
+                results.append(cast(FetchResult, entry))
+        return results
 
     @property
     def stacked(self) -> npt.NDArray[np.float64] | None:
@@ -200,23 +235,9 @@ class Chunk:
             return None
         return self.grid
 
-    def __reduce__(self) -> tuple[Callable[..., Chunk], tuple[object, ...]]:
-        """Pickle the grid once: a file on it travels as its DS list only, not as an array."""
-        if self.grid is None or self.on_grid is None:
-            return Chunk, (self.results,)
-        first = next(r for r, on in zip(self.results, self.on_grid, strict=True) if on)
-        assert isinstance(first, Fetched)
-        entries = [
-            result.ds if on and isinstance(result, Fetched) else result
-            for result, on in zip(self.results, self.on_grid, strict=True)
-        ]
-        on_grid = self.on_grid.tolist()
-        grid = (first.first_time, first.step, self.grid, self.known, first.columns)
-        return _chunk, (entries, on_grid, *grid)
-
 
 def _chunk(
-    entries: Sequence[FetchResult | tuple[str, ...]],
+    entries: list[FetchResult | tuple[str, ...]],
     on_grid: Sequence[bool],
     first_time: int,
     step: int,
@@ -225,15 +246,7 @@ def _chunk(
     columns: tuple[str, ...] | None,
 ) -> Chunk:
     """The chunk of ``entries``: a file on the grid is given as its DS list."""
-    results: list[FetchResult] = []
-    for index, entry in enumerate(entries):
-        if on_grid[index]:
-            ds = cast(tuple[str, ...], entry)
-            row_known = None if known is None else known[index]
-            results.append(Fetched(first_time, step, ds, grid[index], columns, row_known))
-        else:
-            results.append(cast(FetchResult, entry))
-    return Chunk(results, grid, np.array(on_grid, np.bool_), known)
+    return Chunk(entries, grid, np.array(on_grid, np.bool_), known, first_time, step, columns)
 
 
 class _NameTaker:
@@ -290,10 +303,12 @@ class Librrd:
     array), or ``rrd_freemem`` on each where librrd lacks it; the data with ``rrd_freemem``.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, batch: bool = True) -> None:
         released = ctypes.CDLL(name)  # GIL released during calls: the fetch itself
         held = ctypes.PyDLL(name)  # GIL kept: quick bookkeeping calls
         self.name = name
+        self.batch = batch
+        """Fetch chunks with :mod:`collector._rrdbatch` where it is built."""
         self._fetch_r = released.rrd_fetch_r
         self._fetch_r.argtypes = [
             ctypes.c_char_p,
@@ -323,7 +338,7 @@ class Librrd:
         self._names_cache: dict[tuple[bytes | None, ...], tuple[str, ...]] = {}
 
     def __repr__(self) -> str:
-        return f"Librrd({self.name!r})"
+        return f"Librrd({self.name!r}, batch={self.batch})"
 
     def _decoded(self, raw: list[bytes | None]) -> tuple[str, ...]:
         """``raw`` names decoded: one tuple per distinct list, shared by every file with it."""
@@ -352,11 +367,28 @@ class Librrd:
 
         The first readable file sets the chunk's grid; every file read on it is copied into
         its slot of one array (with a ``selection``: first into a reused scratch array, a
-        block of files at a time, narrowed from there while it is still in cache).
+        block of files at a time, narrowed from there while it is still in cache). The loop
+        runs in :mod:`collector._rrdbatch` when it is built (``batch``), else through ctypes;
+        both give the same chunk.
         """
         invalid = _window_error(start, end, resolution)
         if invalid is not None:
             return Chunk([FetchError(invalid) for _ in paths])
+        batch = _batch_module() if self.batch else None
+        if batch is not None:
+            return _BatchFetch(self, batch, cf, start, end, resolution, selection).chunk(paths)
+        return self._fetch_chunk_ctypes(paths, cf, start, end, resolution, selection)
+
+    def _fetch_chunk_ctypes(
+        self,
+        paths: Sequence[str],
+        cf: str,
+        start: int,
+        end: int,
+        resolution: int,
+        selection: Selection | None,
+    ) -> Chunk:
+        """:meth:`fetch_chunk` through ctypes, one file per round trip."""
         c_start, c_end = ctypes.c_long(), ctypes.c_long()
         c_step, c_count = ctypes.c_ulong(), ctypes.c_ulong()
         names, data = _NameTaker(self), ctypes.c_void_p()
@@ -543,6 +575,150 @@ class Librrd:
                     os.close(sink[1])
 
 
+@functools.cache
+def _batch_module() -> Any:
+    """:mod:`collector._rrdbatch`, or None where it was not built (cached)."""
+    try:
+        from collector import _rrdbatch
+    except ImportError as error:
+        _log.info("collector._rrdbatch not built (%s): RRD files fetched through ctypes", error)
+        return None
+    return _rrdbatch
+
+
+_OK, _ERROR, _TOO_BIG = 0, 1, 2
+"""Per-file statuses of ``_rrdbatch.fetch_into``."""
+
+
+class _BatchFetch:
+    """One chunk fetched by ``_rrdbatch.fetch_into``: the same chunk as the ctypes loop.
+
+    The first readable file is fetched once alone to learn the grid (its rows x DS is the
+    slot each file gets); then every file, a block at a time when a selection narrows them.
+    A file larger than its slot is fetched again alone through ctypes.
+    """
+
+    def __init__(
+        self,
+        library: Librrd,
+        batch: Any,
+        cf: str,
+        start: int,
+        end: int,
+        resolution: int,
+        selection: Selection | None,
+    ) -> None:
+        self.library, self.batch, self.selection = library, batch, selection
+        self.window = (cf.encode(), start, end, resolution)
+        self.cf = cf
+        self.names: dict[bytes, tuple[str, ...]] = {}
+
+    def _call(
+        self, paths: Sequence[bytes], values: npt.NDArray[np.float64], slot: int
+    ) -> tuple[npt.NDArray[np.int64], list[tuple[str, ...] | None], dict[int, str]]:
+        """Fetch ``paths`` into ``values``: per-file meta, DS lists and error messages."""
+        meta = np.empty((len(paths), 5), np.int64)
+        names, errors = self.batch.fetch_into(paths, *self.window, values, slot, meta)
+        ds_lists: list[tuple[str, ...] | None] = [None] * len(paths)
+        current: tuple[str, ...] | None = None
+        changes = iter(names)
+        change = next(changes, None)
+        for index in range(len(paths)):
+            if change is not None and change[0] == index:
+                current = self._decoded(change[1])
+                change = next(changes, None)
+            ds_lists[index] = current
+        messages = {index: text.decode(errors="replace") for index, text in errors}
+        return meta, ds_lists, messages
+
+    def _decoded(self, joined: bytes) -> tuple[str, ...]:
+        decoded = self.names.get(joined)
+        if decoded is None:
+            decoded = tuple(joined.decode(errors="replace").split("\n")) if joined else ()
+            self.names[joined] = decoded
+        return decoded
+
+    def _grid(self, paths: Sequence[bytes]) -> tuple[int, int, tuple[str, ...], int] | None:
+        """(start, step, DS, rows) of the first readable file, as librrd returns it."""
+        probe = np.empty(0)
+        for path in paths:
+            meta, ds_lists, _ = self._call([path], probe, 0)
+            status, first, last, step, _ = meta[0].tolist()
+            if status != _ERROR:
+                ds = ds_lists[0] or ()
+                return first, step, ds, (last - first) // step if step else 0
+        return None
+
+    def chunk(self, paths: Sequence[str]) -> Chunk:
+        encoded = [os.fsencode(path) for path in paths]
+        grid = self._grid(encoded)
+        if grid is None:
+            meta, _, messages = self._call(encoded, np.empty(0), 0)
+            return Chunk([FetchError(messages[index]) for index in range(len(paths))])
+        first, step, grid_ds, rows = grid
+        count = len(grid_ds)
+        slot = rows * count
+        total = len(paths)
+        selection = self.selection
+        if selection is None:
+            target = np.empty((total, rows, count))
+            blocks = [(0, total)]
+            narrowed = None
+        else:
+            block = _SCRATCH_FILES
+            target = _scratch(min(block, total), rows, count)
+            blocks = [(offset, min(offset + block, total)) for offset in range(0, total, block)]
+            narrowed = (
+                np.empty((total, rows, len(selection.columns))),
+                np.empty((total, rows), np.bool_),
+            )
+        entries: list[FetchResult | tuple[str, ...]] = []
+        on_grid: list[bool] = []
+        alone: list[int] = []
+        key = (first, step, grid_ds, rows)
+        for low, high in blocks:
+            part = target if selection is None else target[: high - low]
+            meta, ds_lists, messages = self._call(encoded[low:high], part, slot)
+            flat = part.reshape(high - low, slot)
+            for index, (status, start, end, file_step, _) in enumerate(meta.tolist()):
+                ds = ds_lists[index]
+                if status == _ERROR:
+                    entries.append(FetchError(messages[index]))
+                    on_grid.append(False)
+                    continue
+                file_rows = (end - start) // file_step if file_step else 0
+                if status == _OK and (start, file_step, ds, file_rows) == key:
+                    entries.append(cast(tuple[str, ...], ds))
+                    on_grid.append(True)
+                    continue
+                on_grid.append(False)
+                if status == _TOO_BIG:  # fetched after the block is narrowed: see _alone
+                    alone.append(low + index)
+                    entries.append(FetchError(""))
+                    continue
+                names = cast(tuple[str, ...], ds)
+                own = flat[index, : file_rows * len(names)].reshape(file_rows, len(names))
+                fetched = Fetched(start + file_step, file_step, names, own.copy())
+                entries.append(fetched if selection is None else selection.apply(fetched))
+            if narrowed is not None and selection is not None:
+                selection.narrow_into(grid_ds, part, narrowed[0][low:high], narrowed[1][low:high])
+        for index in alone:
+            entries[index] = self._alone(paths[index])
+        if narrowed is None or selection is None:
+            return _chunk(entries, on_grid, first + step, step, target, None, None)
+        values, known = narrowed
+        return _chunk(entries, on_grid, first + step, step, values, known, selection.columns)
+
+    def _alone(self, path: str) -> FetchResult:
+        """One file through the ctypes loop (it did not fit the chunk's slot). It reuses
+        this thread's scratch array: call it only once every block is narrowed."""
+        start, end, resolution = self.window[1:]
+        chunk = self.library._fetch_chunk_ctypes(
+            [path], self.cf, start, end, resolution, self.selection
+        )
+        return chunk.results[0]
+
+
 def _window_error(start: int, end: int, resolution: int) -> str | None:
     """What ``rrd_fetch`` (the binding's entry) rejects before opening the file."""
     if start < _EARLIEST_START:
@@ -653,15 +829,9 @@ def _fetch_in_worker(
             _write_all(target, chunk.known, offset)
     finally:
         os.close(target)
-    first = next(r for r, on in zip(chunk.results, chunk.on_grid, strict=True) if on)
-    assert isinstance(first, Fetched)
-    entries = [
-        result.ds if on and isinstance(result, Fetched) else result
-        for result, on in zip(chunk.results, chunk.on_grid, strict=True)
-    ]
     known_shape = None if chunk.known is None else chunk.known.shape
-    grid = (first.first_time, first.step, first.columns, chunk.grid.shape, known_shape)
-    return _Shipped(entries, chunk.on_grid.tolist(), *grid)
+    grid = (chunk.first_time, chunk.step, chunk.columns, chunk.grid.shape, known_shape)
+    return _Shipped(chunk.entries, chunk.on_grid.tolist(), *grid)
 
 
 def _open_sink(sink: Sink) -> int:

@@ -29,10 +29,17 @@ def test_librrd_loads_where_the_setup_installed_it() -> None:
     assert rrd_fast.load_librrd() is not None
 
 
-@pytest.fixture
-def librrd() -> Librrd:
+def test_the_batch_extension_is_built_by_the_setup() -> None:
+    assert rrd_fast._batch_module() is not None
+
+
+@pytest.fixture(params=["batch", "ctypes"])
+def librrd(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Librrd:
+    """librrd with its fetch loop in collector._rrdbatch, and without it (ctypes only)."""
     library = rrd_fast.load_librrd()
     assert library is not None
+    if request.param == "ctypes":  # also for pool workers forked from here on
+        monkeypatch.setattr(rrd_fast, "_batch_module", lambda: None)
     return library
 
 
@@ -720,3 +727,59 @@ def open_memfds() -> list[str]:
         except OSError:
             continue  # the listing's own descriptor, closed by now
     return [target for target in targets if "memfd" in target]
+
+
+@pytest.mark.parametrize("selection", [None, rrd_fast.Selection(("cpu", "mem"), ("maxcpu",))])
+def test_the_batch_loop_gives_the_chunks_of_the_ctypes_loop(
+    mixed_root: Path, selection: rrd_fast.Selection | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Errors, another grid (pre-9), a file too large for the grid's slot (a node file, more
+    DS) between files on the grid, blocks of the selection's scratch array: all alike."""
+    monkeypatch.setattr(rrd_fast, "_SCRATCH_FILES", 4)
+    paths = mixed_paths(mixed_root)
+    node = next((mixed_root / "pve-node-9.0").iterdir(), None)
+    assert node is not None
+    paths.insert(2, str(node))
+    paths = [str(mixed_root / "missing-first"), *paths, paths[-1], str(node)]
+    library = rrd_fast.load_librrd()
+    assert library is not None
+    batch = Librrd(library.name, batch=True)
+    plain = Librrd(library.name, batch=False)
+    window = ("AVERAGE", NOW - HOUR, NOW, 60)
+
+    fast = batch.fetch_chunk(paths, *window, selection)
+    slow = plain.fetch_chunk(paths, *window, selection)
+
+    assert_same_results(fast.results, slow.results)
+    assert fast.on_grid is not None
+    assert slow.on_grid is not None
+    assert fast.on_grid.tolist() == slow.on_grid.tolist()
+    assert isinstance(fast.results[0], FetchError)
+    assert not fast.on_grid[3]  # the node file: fetched alone, after the blocks
+    unreadable = [str(mixed_root / "missing"), str(mixed_root / "gone")]
+    assert (
+        batch.fetch_chunk(unreadable, *window).results
+        == plain.fetch_chunk(unreadable, *window).results
+    )
+
+
+def test_the_batch_extension_checks_its_buffers(mixed_root: Path) -> None:
+    batch = rrd_fast._batch_module()
+    assert batch is not None
+    path = os.fsencode(mixed_paths(mixed_root)[0])
+    meta = np.zeros((1, 5), np.int64)
+    window = (b"AVERAGE", NOW - HOUR, NOW, 60)
+    with pytest.raises(TypeError, match="path 0 is not bytes"):
+        batch.fetch_into([path.decode()], *window, np.empty(10), 0, meta)
+    with pytest.raises(ValueError, match="values holds 8 bytes"):
+        batch.fetch_into([path], *window, np.empty(1), 10, meta)
+    with pytest.raises(ValueError, match="meta holds"):
+        batch.fetch_into([path], *window, np.empty(1000), 10, np.zeros(2, np.int64))
+    with pytest.raises(ValueError, match="slot must be >= 0"):
+        batch.fetch_into([path], *window, np.empty(1), -1, meta)
+    names, errors = batch.fetch_into(
+        [path, b"/no/such/file"], *window, np.empty(0), 0, meta.repeat(2, 0)
+    )
+    assert [index for index, _ in names] == [0]
+    assert errors[0][0] == 1
+    assert b"/no/such/file" in errors[0][1]
