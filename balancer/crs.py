@@ -156,16 +156,17 @@ def _update_in_flight(snapshot: Snapshot, state: CrsState) -> CrsState:
 def _to_move(
     c: ClusterArrays, rs: RuleSet, cands: Candidates, scored: Scored, rank: int, method: str
 ) -> Move:
-    bundle = int(cands.bundle[scored.index])
+    picked = cands.take(np.array([scored.index]))
+    bundle = int(picked.bundle[0])
     members = sorted(c.guest_sids[g] for g in rs.members(bundle).tolist())
     return Move(
         rank=rank,
         sid=c.guest_sids[int(rs.bundle_leader[bundle])],
-        source=c.node_names[int(cands.source[scored.index])],
-        target=c.node_names[int(cands.target[scored.index])],
+        source=c.node_names[int(picked.source[0])],
+        target=c.node_names[int(picked.target[0])],
         imbalance_after=scored.imbalance,
         members=members,
-        gib_moved=float(cands.mem[scored.index]) / 2**30,
+        gib_moved=float(picked.mem[0]) / 2**30,
         reason=f"crs {method}",
     )
 

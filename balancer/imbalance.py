@@ -14,15 +14,18 @@ the target gains them.
 
 :func:`imbalance_after_moves` scores k candidate moves in O(1) each: only the source and the
 target change, so the sums of (centred) loads and squared loads are updated for those two
-nodes (sums centred on the current mean). Its rounding error is bounded in squared-CV space
-(see :func:`cv_squared_after_moves`); callers re-score the winner and every candidate that
-might tie with it with :func:`imbalance_after_moves_exact` before truncating and
+nodes (sums centred on the current mean). :func:`cv_squared_on_grid` does the same for groups
+of moves (a bundle's: one source, one usage) to the same target nodes, broadcasting per-group
+and per-node values over [targets, groups] block by block. Their rounding error is bounded in
+squared-CV space (see :func:`cv_squared_after_moves`); callers re-score the winner and every
+candidate that might tie with it with :func:`imbalance_after_moves_exact` before truncating and
 tie-breaking, so the chosen move and its printed value are exactly PVE's.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,6 +88,60 @@ def _moved_usage(
 ROUNDING_SLACK = 1e-13
 """Relative rounding bound used for the squared CV of the O(1) scorer (about 450 ulps)."""
 
+GRID_BLOCK = 65_536
+"""Grid cells scored per block: numpy's cost per call is small next to a block's work, and a
+block's scratch arrays (512 KiB each) stay in cache."""
+
+
+@dataclass(slots=True)
+class _SourceSide:
+    """The current loads centred on their mean, and per group of moves the source's side."""
+
+    n: int
+    centre: float
+    dev: F64
+    dev_sq: float
+    half_inv_cpu: F64
+    half_inv_mem: F64
+    s1_base: F64
+    """Sum of centred loads once the source has lost the moved usage."""
+    s2_base: F64
+    """Sum of squared centred loads once the source has lost the moved usage."""
+
+
+def _source_side(
+    node_cpu: F64, node_mem: F64, maxcpu: F64, maxmem: F64, source: I64, dcpu: F64, dmem: F64
+) -> _SourceSide:
+    n = int(node_cpu.size)
+    loads = node_load(node_cpu, node_mem, maxcpu, maxmem)
+    centre = float(loads.mean())
+    dev = loads - centre
+    dev_sum = float(dev.sum())
+    dev_sq = float((dev * dev).sum())
+    half_inv_cpu = _ratio(np.ones(n), maxcpu) / 2.0
+    half_inv_mem = _ratio(np.ones(n), maxmem) / 2.0
+    src_cpu = np.maximum(node_cpu[source] - dcpu, 0.0)
+    src_mem = np.maximum(node_mem[source] - dmem, 0.0)
+    src_new = src_cpu * half_inv_cpu[source] + src_mem * half_inv_mem[source] - centre
+    src_old = dev[source]
+    return _SourceSide(
+        n,
+        centre,
+        dev,
+        dev_sq,
+        half_inv_cpu,
+        half_inv_mem,
+        dev_sum + (src_new - src_old),
+        dev_sq + (src_new - src_old) * (src_new + src_old),
+    )
+
+
+def _bound(side: _SourceSide, s2_max: float, s1_sq_max: float, total_min: float) -> float:
+    if total_min <= 0.0:
+        return float("inf")
+    scale = side.n * (s2_max + side.dev_sq) + s1_sq_max
+    return ROUNDING_SLACK * scale / (total_min * total_min)
+
 
 def cv_squared_after_moves(
     node_cpu: F64,
@@ -112,58 +169,116 @@ def cv_squared_after_moves(
     k = int(source.size)
     if n < 2 or k == 0:
         return np.zeros(k, dtype=np.float64), 0.0
-    loads = node_load(node_cpu, node_mem, maxcpu, maxmem)
-    centre = float(loads.mean())
-    dev = loads - centre
-    dev_sum = float(dev.sum())
-    dev_sq = float((dev * dev).sum())
-    half_inv_cpu = _ratio(np.ones(n), maxcpu) / 2.0
-    half_inv_mem = _ratio(np.ones(n), maxmem) / 2.0
-
     at = slice(None) if runs is None else runs
-    src, src_cpu_delta, src_mem_delta = source[at], dcpu[at], dmem[at]
-    src_cpu = np.maximum(node_cpu[src] - src_cpu_delta, 0.0)
-    src_mem = np.maximum(node_mem[src] - src_mem_delta, 0.0)
-    src_new = src_cpu * half_inv_cpu[src] + src_mem * half_inv_mem[src] - centre
-    src_old = dev[src]
-    s1_base = dev_sum + (src_new - src_old)
-    s2_base = dev_sq + (src_new - src_old) * (src_new + src_old)
+    side = _source_side(node_cpu, node_mem, maxcpu, maxmem, source[at], dcpu[at], dmem[at])
 
     # The hot loop over every candidate: gathers from per-node tables into reused buffers
     # (mode="clip" lets np.take write straight into ``out``), everything else in place.
     shift, s2, s1 = np.empty((3, k), dtype=np.float64)
-    np.take(half_inv_cpu, target, out=shift, mode="clip")
+    np.take(side.half_inv_cpu, target, out=shift, mode="clip")
     shift *= dcpu
-    np.take(half_inv_mem, target, out=s1, mode="clip")
+    np.take(side.half_inv_mem, target, out=s1, mode="clip")
     s1 *= dmem
     shift += s1
-    np.take(2.0 * dev, target, out=s2, mode="clip")
+    np.take(2.0 * side.dev, target, out=s2, mode="clip")
     s2 += shift
     s2 *= shift
     if runs is None:
-        s2 += s2_base
-        np.add(s1_base, shift, out=s1)
+        s2 += side.s2_base
+        np.add(side.s1_base, shift, out=s1)
     else:
         run_of = np.repeat(np.arange(runs.size, dtype=np.int64), np.diff(np.append(runs, k)))
-        np.take(s2_base, run_of, out=s1, mode="clip")
+        np.take(side.s2_base, run_of, out=s1, mode="clip")
         s2 += s1
-        np.take(s1_base, run_of, out=s1, mode="clip")
+        np.take(side.s1_base, run_of, out=s1, mode="clip")
         s1 += shift
     s2_max = max(float(s2.max()), -float(s2.min()))
-    s2 *= n
-    s1_sq = np.multiply(s1, s1, out=shift)
+    cv_sq, s1_sq_max, total_min = _finish_cv_squared(s2, s1, shift, side, s2)
+    return cv_sq, _bound(side, s2_max, s1_sq_max, total_min)
+
+
+def _finish_cv_squared(
+    s2: F64, s1: F64, scratch: F64, side: _SourceSide, out: F64
+) -> tuple[F64, float, float]:
+    """(n*S2 - S1^2) / (n*mean0 + S1)^2 into ``out`` (may be ``s2``; inputs are overwritten),
+    with the largest S1^2 and the smallest total load (0 where the total is not positive)."""
+    s2 *= side.n
+    s1_sq = np.multiply(s1, s1, out=scratch)
     s2 -= s1_sq
     s1_sq_max = float(s1_sq.max())
-    s1 += n * centre
+    s1 += side.n * side.centre
     total_min = float(s1.min())
     s1 *= s1
     if total_min <= 0.0:
-        cv_sq = np.zeros(k, dtype=np.float64)
-        np.divide(s2, s1, out=cv_sq, where=s1 > 0)
-        return cv_sq, float("inf")
-    cv_sq = np.divide(s2, s1, out=s2)
-    bound = ROUNDING_SLACK * (n * (s2_max + dev_sq) + s1_sq_max) / (total_min * total_min)
-    return cv_sq, bound
+        quotient = np.divide(s2, s1, out=scratch, where=s1 > 0)
+        np.copyto(out, 0.0)
+        np.copyto(out, quotient, where=s1 > 0)
+    else:
+        np.divide(s2, s1, out=out)
+    return out, s1_sq_max, total_min
+
+
+def cv_squared_on_grid(
+    node_cpu: F64,
+    node_mem: F64,
+    maxcpu: F64,
+    maxmem: F64,
+    source: I64,
+    dcpu: F64,
+    dmem: F64,
+    columns: I64,
+    self_column: I64,
+) -> tuple[F64, float]:
+    """Squared CV after moving each of m groups to each of c nodes: [c, m], and a bound.
+
+    Group i moves ``dcpu[i]``/``dmem[i]`` from ``source[i]`` to node ``columns[j]`` in cell
+    [j, i]; its cell at column ``self_column[i]`` (its own source, -1: none) is no move: +inf,
+    and left out of the rounding bound, which is otherwise that of
+    :func:`cv_squared_after_moves` (same arithmetic per move). Works through blocks of groups,
+    broadcasting per-column and per-group values along rows as long as the block.
+    """
+    m, c = int(source.size), int(columns.size)
+    out = np.zeros((c, m), dtype=np.float64)
+    groups, cols, other = self_cells(self_column, c)
+    if node_cpu.size < 2 or m == 0 or c == 0:
+        out[cols, groups] = np.inf
+        return out, 0.0
+    side = _source_side(node_cpu, node_mem, maxcpu, maxmem, source, dcpu, dmem)
+    half_inv_cpu = side.half_inv_cpu[columns, None]
+    half_inv_mem = side.half_inv_mem[columns, None]
+    two_dev = 2.0 * side.dev[columns, None]
+    s2_max = s1_sq_max = 0.0
+    total_min = float("inf")
+    block = max(1, GRID_BLOCK // c)
+    scratch = np.empty((3, c, min(block, m)), dtype=np.float64)
+    for start in range(0, m, block):
+        at = slice(start, min(start + block, m))
+        shift, s2, s1 = scratch[:, :, : at.stop - start]
+        np.multiply(half_inv_cpu, dcpu[at], out=shift)
+        np.multiply(half_inv_mem, dmem[at], out=s1)
+        shift += s1
+        np.add(two_dev, shift, out=s2)
+        s2 *= shift
+        s2 += side.s2_base[at]
+        np.add(side.s1_base[at], shift, out=s1)
+        # A group's own cell takes a neighbour's values: it must not widen the bound.
+        lo, hi = np.searchsorted(groups, (start, at.stop))
+        here = groups[lo:hi] - start
+        s2[cols[lo:hi], here] = s2[other[lo:hi], here]
+        s1[cols[lo:hi], here] = s1[other[lo:hi], here]
+        s2_max = max(s2_max, float(s2.max()), -float(s2.min()))
+        _, block_s1_sq, block_total = _finish_cv_squared(s2, s1, shift, side, out[:, at])
+        s1_sq_max = max(s1_sq_max, block_s1_sq)
+        total_min = min(total_min, block_total)
+    out[cols, groups] = np.inf
+    return out, _bound(side, s2_max, s1_sq_max, total_min)
+
+
+def self_cells(self_column: I64, columns: int) -> tuple[I64, I64, I64]:
+    """Groups with a cell at their own source, that cell's column, and a neighbouring column."""
+    groups = np.flatnonzero(self_column >= 0)
+    cols = self_column[groups]
+    return groups, cols, np.where(cols + 1 < columns, cols + 1, cols - 1)
 
 
 def cv_after_moves(

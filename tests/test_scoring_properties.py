@@ -1,17 +1,24 @@
 """Property tests: the vectorised CRS scorers against plain-Python references on random clusters."""
 
 import math
+from unittest.mock import patch
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from balancer import candidates
 from balancer.candidates import Candidates, dominant_targets, generate_candidates
 from balancer.cluster import ClusterArrays, from_snapshot
 from balancer.crs import CrsState, best_moves, crs_round, movable_bundles
-from balancer.imbalance import imbalance_after_moves, node_load
+from balancer.imbalance import (
+    cv_squared_after_moves,
+    cv_squared_on_grid,
+    imbalance_after_moves,
+    node_load,
+)
 from balancer.rules import RuleSet, resolve_rules, sid_ranks
-from balancer.selection import NodeState, Scored, select_bruteforce
+from balancer.selection import NodeState, Scored, select_bruteforce, select_topsis
 from balancer.usage import node_usage
 from bench.synthetic import GIB, make_guest, make_node
 from model import Crs, Rule, Snapshot
@@ -300,3 +307,114 @@ def test_dominance_narrowing_keeps_the_bruteforce_winner(snap):
         pick_a = (int(full.bundle[a[0].index]), int(full.target[a[0].index]), a[0].imbalance)
         pick_b = (int(few.bundle[b[0].index]), int(few.target[b[0].index]), b[0].imbalance)
         assert pick_a == pick_b
+
+
+def _state_and_ranks(c: ClusterArrays, rs: RuleSet) -> tuple[NodeState, np.ndarray, np.ndarray]:
+    cpu, mem = node_usage(c, "dynamic")
+    state = NodeState(cpu, mem, c.node_maxcpu, c.node_maxmem)
+    return state, sid_ranks(c.guest_sids)[rs.bundle_leader], sid_ranks(c.node_names)
+
+
+def _grid_candidates(snap: Snapshot, narrow: bool) -> tuple[ClusterArrays, RuleSet, Candidates]:
+    """Candidates with a grid part however few candidates it has (GRID_MIN = 0)."""
+    c = from_snapshot(snap)
+    rs = resolve_rules(snap.rules, c)
+    bundles = movable_bundles(c, rs, "dynamic", np.zeros(c.n_guests, dtype=np.bool_))
+    narrowed = None
+    if narrow:
+        cpu, mem = node_usage(c, "dynamic")
+        loads = node_load(cpu, mem, c.node_maxcpu, c.node_maxmem)
+        narrowed = dominant_targets(c.node_maxcpu, c.node_maxmem, loads, c.node_usable)
+    with patch.object(candidates, "GRID_MIN", 0):
+        cands = generate_candidates(
+            c, rs, bundles.movable, bundles.cpu, bundles.mem, narrowed_targets=narrowed
+        )
+    return c, rs, cands
+
+
+@SETTINGS
+@given(clusters(with_rules=False) | clusters(), st.booleans())
+def test_grid_candidates_expand_like_listed_ones(snap, narrow):
+    _c, _rs, cands = _grid_candidates(snap, narrow)
+    listed = cands.as_listed()
+    picked = cands.take(np.arange(len(cands)))
+    for name in ("bundle", "source", "target", "cpu", "mem"):
+        assert np.array_equal(getattr(cands, name), getattr(listed, name))
+        assert np.array_equal(getattr(picked, name), getattr(listed, name))
+    assert not np.any(cands.source == cands.target)
+    if cands.grid is not None:
+        grid = cands.grid
+        run, column = np.divmod(np.arange(grid.runs * grid.columns.size), grid.columns.size)
+        move = column != grid.self_column[run]
+        rows = cands.grid_rows(run[move], column[move])
+        assert np.array_equal(np.sort(rows), np.arange(cands.grid_size))
+        assert np.array_equal(cands.target[rows], grid.columns[column[move]])
+        assert np.array_equal(cands.bundle[rows], cands.owners[run[move]])
+
+
+@SETTINGS
+@given(clusters(with_rules=False) | clusters(), st.booleans())
+def test_grid_scorer_equals_listed_scorer_bit_for_bit(snap, narrow):
+    c, rs, cands = _grid_candidates(snap, narrow)
+    if cands.grid is None:
+        return
+    state, _, _ = _state_and_ranks(c, rs)
+    grid = cands.grid
+    on_grid, _ = cv_squared_on_grid(
+        state.cpu,
+        state.mem,
+        state.maxcpu,
+        state.maxmem,
+        cands.run_source[: grid.runs],
+        cands.run_cpu[: grid.runs],
+        cands.run_mem[: grid.runs],
+        grid.columns,
+        grid.self_column,
+    )
+    listed = cands.as_listed()
+    flat, _ = cv_squared_after_moves(
+        state.cpu,
+        state.mem,
+        state.maxcpu,
+        state.maxmem,
+        listed.source,
+        listed.target,
+        listed.cpu,
+        listed.mem,
+        listed.runs(),
+    )
+    column, run = np.divmod(np.arange(on_grid.size), grid.runs)
+    move = column != grid.self_column[run]
+    rows = cands.grid_rows(run[move], column[move])
+    assert np.array_equal(on_grid.reshape(-1)[move], flat[rows])
+    assert np.all(on_grid.reshape(-1)[~move] == np.inf)
+
+
+@SETTINGS
+@given(
+    clusters(with_rules=False) | clusters(),
+    st.sampled_from(["bruteforce", "topsis"]),
+    st.integers(1, 4),
+    st.booleans(),
+)
+def test_grid_and_listed_candidates_choose_alike(snap, method, limit, narrow):
+    c, rs, cands = _grid_candidates(snap, narrow and method == "bruteforce")
+    state, sid_rank, node_rank = _state_and_ranks(c, rs)
+    select = select_topsis if method == "topsis" else select_bruteforce
+    on_grid = select(state, cands, sid_rank, node_rank, limit)
+    assert on_grid == select(state, cands.as_listed(), sid_rank, node_rank, limit)
+    assert len(on_grid) == min(limit, len(cands))
+
+
+def test_topsis_all_alike_falls_back_to_names():
+    """Two identical empty nodes: both moves score alike (d+ = d- = 0); names decide."""
+    nodes = [
+        make_node("nodeb", 8.0, 16 * GIB, cpu=2.0, mem=4.0 * GIB),
+        make_node("nodez", 8.0, 16 * GIB),
+        make_node("nodea", 8.0, 16 * GIB),
+    ]
+    guests = [make_guest(100, "nodeb", 2.0, 4.0 * GIB, maxcpu=4, maxmem=4 * GIB)]
+    snap = Snapshot(timestamp=0, nodes=nodes, guests=guests, rules=[])
+    c, _rs, cands, scored = reference_candidates(snap, "topsis")
+    assert len(cands) == 2
+    assert [c.node_names[int(cands.target[s.index])] for s in scored] == ["nodea"]
