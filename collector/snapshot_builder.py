@@ -22,7 +22,7 @@ import polars as pl
 
 from collector.pvecfg.guestcache import GuestConfigCache
 from collector.pvecfg.guestconf import GuestConfig
-from collector.pvecfg.ha_status import ha_config
+from collector.pvecfg.ha_status import ServiceStatus, ha_config
 from collector.pvecfg.tree import PveTree, read_tree
 from collector.rrd import DEFAULT_RRD_ROOT, read_series
 from collector.smoothing import View, characteristic
@@ -73,15 +73,15 @@ def build_snapshot(
     status = _guest_status_from_dump(options.status_dump, findings)
     node_columns = ["cpu", "memused", "maxcpu", "memtotal"]
     node_usage = _usage(rrd_root, "node", node_columns, now, options, findings, history)
-    guest_usage = _usage(rrd_root, "guest", ["cpu", "mem"], now, options, findings, history)
+    # A guest's newest values are not part of the snapshot: only its view is computed.
+    guest_usage = _usage(
+        rrd_root, "guest", ["cpu", "mem"], now, options, findings, history, newest=False
+    )
 
     node_names = _node_names(tree)
     nodes = [_node(name, tree, node_usage, findings) for name in node_names]
     node_cores = {n.name: n.maxcpu for n in nodes}
-    guests = [
-        _guest(vmid, tree, guest_usage, status, node_cores, findings)
-        for vmid in sorted(tree.vmlist)
-    ]
+    guests = _guests(tree, guest_usage, status, node_cores)
     _cross_check(tree, guest_usage, findings)
     return Snapshot(
         timestamp=now,
@@ -96,12 +96,16 @@ def build_snapshot(
     )
 
 
+Columns = dict[str, dict[str, Any]]
+"""A per-id frame as plain dicts: column name -> id -> value (None for null)."""
+
+
 @dataclass(slots=True)
 class _Usage:
-    """Per id: the characteristic values of the chosen view and the newest values."""
+    """Per column and id: the characteristic values of the chosen view and the newest values."""
 
-    view: dict[str, dict[str, Any]]
-    last: dict[str, dict[str, Any]]
+    view: Columns
+    last: Columns
     found: set[str]
 
 
@@ -115,9 +119,7 @@ class HistoryCache:
     """
 
     max_age_s: float = 900.0
-    entries: dict[str, tuple[int, dict[str, dict[str, Any]], list[Finding]]] = field(
-        default_factory=dict
-    )
+    entries: dict[str, tuple[int, Columns, list[Finding]]] = field(default_factory=dict)
     long_reads: int = 0
     """How many long-history reads were made (for tests and logs)."""
 
@@ -130,7 +132,11 @@ def _usage(
     options: CollectOptions,
     findings: list[Finding],
     history: HistoryCache | None = None,
+    *,
+    newest: bool = True,
 ) -> _Usage:
+    """Read the series of every ``kind`` id and reduce them to the chosen view (and, if
+    ``newest``, to their newest known values)."""
     read = read_series(
         rrd_root,
         kind,
@@ -143,17 +149,16 @@ def _usage(
         columns=columns,
     )
     findings.extend(read.findings)
-    last = _rows(characteristic(read.frame, columns, "last"))
+    last = _columns(characteristic(read.frame, columns, "last"), columns) if newest else {}
     if options.usage == "forecast":
-        view = _forecast_rows(rrd_root, kind, columns, now, options, findings, history)
+        view = _forecast_columns(rrd_root, kind, columns, now, options, findings, history)
     else:
-        view = _rows(
-            characteristic(read.frame, columns, options.usage, half_life_s=options.half_life_s)
-        )
+        frame = characteristic(read.frame, columns, options.usage, half_life_s=options.half_life_s)
+        view = _columns(frame, columns)
     return _Usage(view, last, read.found_ids)
 
 
-def _forecast_rows(
+def _forecast_columns(
     rrd_root: Path,
     kind: Kind,
     columns: list[str],
@@ -161,7 +166,7 @@ def _forecast_rows(
     options: CollectOptions,
     findings: list[Finding],
     history: HistoryCache | None,
-) -> dict[str, dict[str, Any]]:
+) -> Columns:
     cached = history.entries.get(kind) if history is not None else None
     if history is not None and cached is not None and now - cached[0] < history.max_age_s:
         findings.extend(cached[2])
@@ -191,15 +196,17 @@ def _forecast_rows(
             )
         )
     findings.extend(own)
-    rows = _rows(view)
+    result = _columns(view, columns)
     if history is not None:
-        history.entries[kind] = (now, rows, own)
+        history.entries[kind] = (now, result, own)
         history.long_reads += 1
-    return rows
+    return result
 
 
-def _rows(frame: pl.DataFrame) -> dict[str, dict[str, Any]]:
-    return {row["id"]: row for row in frame.iter_rows(named=True)}
+def _columns(frame: pl.DataFrame, names: list[str]) -> Columns:
+    """``names`` of a frame with one row per ``id``, as :data:`Columns`."""
+    ids = frame.get_column("id").to_list()
+    return {name: dict(zip(ids, frame.get_column(name).to_list(), strict=True)) for name in names}
 
 
 def _preview(ids: list[str], limit: int = 5) -> str:
@@ -224,9 +231,8 @@ def _node(name: str, tree: PveTree, usage: _Usage, findings: list[Finding]) -> N
         findings.append(
             Finding("node-not-member", f"node {name}", "not in .members: treated as offline")
         )
-    view = usage.view.get(name, {})
-    last = usage.last.get(name, {})
-    maxcpu, maxmem = last.get("maxcpu"), last.get("memtotal")
+    view, last = usage.view, usage.last
+    maxcpu, maxmem = last["maxcpu"].get(name), last["memtotal"].get(name)
     if name not in usage.found or maxcpu is None or maxmem is None:
         findings.append(
             Finding(
@@ -242,59 +248,85 @@ def _node(name: str, tree: PveTree, usage: _Usage, findings: list[Finding]) -> N
         maintenance=ha_state == "maintenance",
         maxcpu=float(maxcpu or 0.0),
         maxmem=float(maxmem or 0.0),
-        cpu=float(view.get("cpu") or 0.0),
-        mem=float(view.get("memused") or 0.0),
+        cpu=float(view["cpu"].get(name) or 0.0),
+        mem=float(view["memused"].get(name) or 0.0),
         ha_state=ha_state,
-        cpu_last=last.get("cpu"),
-        mem_last=last.get("memused"),
+        cpu_last=last["cpu"].get(name),
+        mem_last=last["memused"].get(name),
     )
 
 
-def _guest(
-    vmid: int,
-    tree: PveTree,
-    usage: _Usage,
-    dump_status: dict[str, dict[str, Any]],
-    node_cores: dict[str, float],
-    findings: list[Finding],
-) -> Guest:
-    entry = tree.vmlist[vmid]
-    sid = f"{'vm' if entry.type == 'qemu' else 'ct'}:{vmid}"
-    config: GuestConfig | None = tree.guests.get(vmid)
-    resource = tree.ha_resources.get(sid)
-    service = tree.manager_status.service_status.get(sid) if tree.manager_status else None
-    ha = ha_config(resource, service)
-    view = usage.view.get(str(vmid), {})
-    dumped = dump_status.get(str(vmid), {})
-    cpu, mem = view.get("cpu"), view.get("mem")
-    if dumped.get("status"):
-        status = str(dumped["status"])
-    elif service is not None:
-        status = "running" if service.state in HA_RUNNING_STATES else "stopped"
-    else:
-        status = "running" if mem is not None else "stopped"
+def _guests(
+    tree: PveTree, usage: _Usage, dump_status: Columns, node_cores: dict[str, float]
+) -> list[Guest]:
+    """One guest per .vmlist entry, in vmid order (the lookups shared by all bound once)."""
+    services = tree.manager_status.service_status if tree.manager_status else {}
+    resources, configs = tree.ha_resources, tree.guests
+    shared = tree.shared_storages()
+    cpus, mems = usage.view["cpu"], usage.view["mem"]
+    dumped_status, dumped_name = dump_status.get("status", {}), dump_status.get("name", {})
+    guests = []
+    for vmid, entry in sorted(tree.vmlist.items()):
+        key = str(vmid)
+        sid = f"vm:{vmid}" if entry.type == "qemu" else f"ct:{vmid}"
+        resource, service = resources.get(sid), services.get(sid)
+        cpu, mem = cpus.get(key), mems.get(key)
+        name, maxcpu, maxmem, tags, template, pool, maxdisk, local = _config_facts(
+            configs.get(vmid), node_cores.get(entry.node, 0.0), tree, shared
+        )
+        dumped = dumped_name.get(key)
+        guests.append(
+            Guest(
+                vmid,
+                sid,
+                entry.type,
+                str(dumped) if dumped else name,
+                entry.node,
+                _status(dumped_status.get(key), service, mem),
+                None if resource is None else ha_config(resource, service),
+                maxcpu,
+                maxmem,
+                None if cpu is None else float(cpu),
+                None if mem is None else float(mem),
+                tags,
+                template,
+                pool,
+                maxdisk,
+                local,
+            )
+        )
+    return guests
+
+
+def _status(dumped: object, service: ServiceStatus | None, mem: object) -> str:
+    """Running or stopped: as the status dump says, else as the HA manager's service state
+    says, else whether the guest's memory series has a known value."""
+    if dumped:
+        return str(dumped)
+    if service is not None:
+        return "running" if service.state in HA_RUNNING_STATES else "stopped"
+    return "running" if mem is not None else "stopped"
+
+
+_Facts = tuple[str, float, float, list[str], bool, str | None, float | None, bool]
+
+
+def _config_facts(
+    config: GuestConfig | None, cores: float, tree: PveTree, shared: frozenset[str]
+) -> _Facts:
+    """What a guest's config says, as the snapshot's name, maxcpu (``cores`` on its node),
+    maxmem, tags, template, pool, maxdisk and local_disk."""
     if config is None:  # read_tree reported it (vmlist-without-config)
-        maxcpu, maxmem, name, tags = node_cores.get(entry.node, 0.0), 512 * MIB, "", []
-    else:
-        maxcpu = config.maxcpu_on(node_cores.get(entry.node, 0.0))
-        maxmem, name, tags = config.maxmem, config.name, list(config.tags)
-    return Guest(
-        vmid=vmid,
-        sid=sid,
-        type=entry.type,
-        name=str(dumped.get("name") or name),
-        node=entry.node,
-        status=status,
-        ha=ha,
-        maxcpu=float(maxcpu),
-        maxmem=float(maxmem),
-        cpu=None if cpu is None else float(cpu),
-        mem=None if mem is None else float(mem),
-        tags=tags,
-        template=bool(config.template) if config else False,
-        pool=config.pool if config else None,
-        maxdisk=float(config.disk_bytes) if config and config.disk_bytes else None,
-        local_disk=bool(config and (tree.has_local_disk(config) or config.local_devices)),
+        return "", float(cores), 512.0 * MIB, [], False, None, None, False
+    return (
+        config.name,
+        float(config.maxcpu_on(cores)),
+        float(config.maxmem),
+        list(config.tags),
+        bool(config.template),
+        config.pool,
+        float(config.disk_bytes) if config.disk_bytes else None,
+        bool(tree.has_local_disk(config, shared) or config.local_devices),
     )
 
 
@@ -319,9 +351,7 @@ def _cross_check(tree: PveTree, usage: _Usage, findings: list[Finding]) -> None:
         )
 
 
-def _guest_status_from_dump(
-    path: Path | None, findings: list[Finding]
-) -> dict[str, dict[str, Any]]:
+def _guest_status_from_dump(path: Path | None, findings: list[Finding]) -> Columns:
     if path is None:
         return {}
     try:
@@ -331,7 +361,7 @@ def _guest_status_from_dump(
         return {}
     dump = parse_status_dump(text, str(path))
     findings.extend(dump.findings)
-    return _rows(dump.guests.select("id", "name", "status"))
+    return _columns(dump.guests, ["name", "status"])
 
 
 def _storages(

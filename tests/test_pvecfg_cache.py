@@ -130,3 +130,116 @@ def test_one_cache_serves_several_roots(tmp_path):
     assert len(cache) == 6 + 6
     cache.clear()
     assert len(cache) == 0
+
+
+def cluster(tmp_path: Path) -> Path:
+    root = tmp_path / "pve"
+    shutil.copytree(FIXTURES / "pve9-cluster", root)
+    age(root)
+    return root
+
+
+def warm(root: Path) -> GuestConfigCache:
+    """A cache after two reads: the second takes every directory whole."""
+    cache = GuestConfigCache()
+    for _ in range(2):
+        assert_same_as_uncached(root, cache)
+    return cache
+
+
+def test_unchanged_tree_is_taken_whole_from_the_cache(tmp_path):
+    root = cluster(tmp_path)
+    cache = warm(root)
+    before = read_tree(root, cache=cache)
+    hits = cache.hits
+    after = assert_same_as_uncached(root, cache)
+    assert cache.hits - hits == 6
+    assert len(cache._directories[str(root)]) == 5  # each guest directory whole
+    assert str(root) in cache._merged  # and their cross-check against .vmlist
+    assert after.guests == before.guests
+    assert after.guests is not before.guests  # each tree gets its own dict
+
+
+def test_changes_within_a_directory_are_seen(tmp_path):
+    root = cluster(tmp_path)
+    cache = warm(root)
+    directory = root / "nodes/pve1/qemu-server"
+    (directory / "notes.txt").write_text("not a config\n")  # an odd entry
+    tree = assert_same_as_uncached(root, cache)
+    assert ("config-syntax", "nodes/pve1/qemu-server/notes.txt") in [
+        (f.kind, f.where) for f in tree.findings
+    ]
+    assert_same_as_uncached(root, cache)
+    (directory / "notes.txt").unlink()
+    assert_same_as_uncached(root, cache)
+    config = directory / "101.conf"
+    config.chmod(0o600)  # a new mode alone: nothing else changed, the result neither
+    assert_same_as_uncached(root, cache)
+    config.unlink()
+    config.mkdir()  # a directory named like a config
+    assert 101 not in assert_same_as_uncached(root, cache).guests
+    config.rmdir()
+    (directory / "0101.conf").write_text("cores: 3\n")  # vmid 101 under another name
+    os.utime(directory / "0101.conf", ns=(OLD_NS, OLD_NS))
+    assert assert_same_as_uncached(root, cache).guests[101].maxcpu == 3
+    assert_same_as_uncached(root, cache)
+
+
+def test_added_and_removed_directories_are_seen(tmp_path):
+    root = cluster(tmp_path)
+    cache = warm(root)
+    shutil.rmtree(root / "nodes/pve3")
+    tree = assert_same_as_uncached(root, cache)
+    assert 103 not in tree.guests
+    assert_same_as_uncached(root, cache)
+    (root / "nodes/pve4/qemu-server").mkdir(parents=True)
+    assert_same_as_uncached(root, cache)
+    (root / "nodes/pve4/qemu-server/103.conf").write_text("cores: 5\n")
+    os.utime(root / "nodes/pve4/qemu-server/103.conf", ns=(OLD_NS, OLD_NS))
+    assert assert_same_as_uncached(root, cache).guests[103].node == "pve4"
+    assert_same_as_uncached(root, cache)
+
+
+def test_a_config_copied_to_another_node_is_a_duplicate_on_every_read(tmp_path):
+    root = cluster(tmp_path)
+    cache = warm(root)
+    shutil.copy2(root / "nodes/pve1/qemu-server/100.conf", root / "nodes/pve3/qemu-server")
+    for _ in range(3):
+        tree = assert_same_as_uncached(root, cache)
+        assert ("config-duplicate", "nodes/pve3/qemu-server/100.conf") in [
+            (f.kind, f.where) for f in tree.findings
+        ]
+    (root / "nodes/pve3/qemu-server/100.conf").unlink()
+    for _ in range(2):
+        assert not assert_same_as_uncached(root, cache).findings
+
+
+def test_vmlist_change_is_cross_checked_again(tmp_path):
+    root = cluster(tmp_path)
+    cache = warm(root)
+    vmlist = root / ".vmlist"
+    vmlist.write_text(
+        vmlist.read_text().replace('"103": { "node": "pve3"', '"103": { "node": "pve2"')
+    )
+    os.utime(vmlist, ns=(OLD_NS + 10**9, OLD_NS + 10**9))
+    tree = assert_same_as_uncached(root, cache)
+    assert [(f.kind, f.where) for f in tree.findings] == [
+        ("vmlist-misplaced-config", "nodes/pve3/qemu-server/103.conf")
+    ]
+    assert_same_as_uncached(root, cache)
+
+
+def test_racy_config_keeps_its_directory_out_of_the_cache(tmp_path):
+    root = tmp_path / "pve"
+    shutil.copytree(FIXTURES / "pve9-cluster", root)
+    age(root)
+    path = root / "nodes/pve3/qemu-server/103.conf"
+    os.utime(path)  # "just written": inside the racy window
+    stamp = path.stat().st_mtime_ns
+    cache = GuestConfigCache(racy_window_s=3600)
+    previous = 2
+    for cores in (2, 6, 7, 8):
+        path.write_text(path.read_text().replace(f"cores: {previous}", f"cores: {cores}"))
+        os.utime(path, ns=(stamp, stamp))  # same mtime and size as what was cached
+        assert assert_same_as_uncached(root, cache).guests[103].maxcpu == cores
+        previous = cores

@@ -49,14 +49,10 @@ def test_clean_cluster():
         200: "prod",
         201: None,
     }
-    assert {vmid: tree.has_local_disk(g) for vmid, g in tree.guests.items()} == {
-        100: False,
-        101: False,
-        102: True,
-        103: False,
-        200: False,
-        201: True,
-    }
+    local = {100: False, 101: False, 102: True, 103: False, 200: False, 201: True}
+    assert {vmid: tree.has_local_disk(g) for vmid, g in tree.guests.items()} == local
+    shared = tree.shared_storages()
+    assert {vmid: tree.has_local_disk(g, shared) for vmid, g in tree.guests.items()} == local
     assert [r.id for r in tree.rules] == ["keep-db-on-fast-nodes", "db-apart", "web-with-dns"]
     assert sorted(tree.ha_resources) == ["ct:200", "vm:100", "vm:101", "vm:102"]
     assert tree.manager_status is not None

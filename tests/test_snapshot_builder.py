@@ -146,3 +146,18 @@ def test_forecast_history_is_read_on_a_slower_interval(tmp_path: Path) -> None:
     cluster.advance(900)
     collect()
     assert history.long_reads == 4
+
+
+def test_service_rounds_with_a_config_cache_equal_a_one_shot_collect(
+    sim: SimulatedCluster,
+) -> None:
+    from collector.pvecfg.guestcache import GuestConfigCache
+
+    options = CollectOptions(now=sim.now, status_dump=sim.dump_path)
+    expected = build_snapshot(sim.etc_root, sim.rrd_root, options).to_json()
+    cache = GuestConfigCache(racy_window_s=0)  # the files just written count as settled
+    for _ in range(3):
+        assert build_snapshot(sim.etc_root, sim.rrd_root, options, cache=cache).to_json() == (
+            expected
+        )
+    assert cache.hits

@@ -8,6 +8,12 @@ tree only lists and stats the guest configs. A file whose mtime or size differs 
 parsed again; a file gone from the tree is dropped from the cache at the end of the read.
 The other files (.vmlist, ha/resources.cfg, ...) are cached the same way.
 
+Two shortcuts spare the per-file work of an unchanged tree: a guest config directory whose
+listing and whose files' ``(st_mode, st_mtime_ns, st_size)`` all equal the previous read's
+is taken whole (its configs, cache entries and findings), and when every directory was taken
+whole and ``.vmlist`` is unchanged, the cross-check of the configs against ``.vmlist`` is
+too. Every file is still stat()ed on every read.
+
 A file modified twice within one timestamp tick (pmxcfs keeps whole seconds) with the same
 size keeps its mtime and size: so an entry whose file's mtime lies within ``racy_window_s``
 of the read that cached it is not trusted, and the next read parses the file again (as git
@@ -45,6 +51,34 @@ class CacheEntry(Generic[V]):
     """What else the parse used (for ha/rules.cfg: the .vmlist it resolved vmids with)."""
 
 
+@dataclass(frozen=True, slots=True)
+class DirectoryEntry:
+    """A guest config directory whose every entry is a ``<vmid>.conf`` file cached trusted."""
+
+    names: list[str]
+    """The entries' names, sorted."""
+    keys: list[tuple[int, int, int]]
+    """``(st_mode, st_mtime_ns, st_size)`` of each entry, in ``names`` order."""
+    configs: dict[int, GuestConfig]
+    """vmid -> config, in ``names`` order (one config per vmid)."""
+    files: dict[str, CacheEntry[GuestConfig]]
+    """The per-file entries, by path under the root."""
+    findings: tuple[Finding, ...]
+    """What reading the directory reported, in order."""
+
+
+@dataclass(frozen=True, slots=True)
+class MergedGuests:
+    """The guest configs of a whole read, cross-checked against ``.vmlist``."""
+
+    directories: tuple[str, ...]
+    """The directories read, each taken whole from the cache (in reading order)."""
+    vmlist: object
+    """The ``.vmlist`` parse the configs were checked against."""
+    guests: dict[int, GuestConfig]
+    findings: tuple[Finding, ...]
+
+
 class GuestConfigCache:
     """Parsed /etc/pve files kept across ``read_tree`` calls, keyed by (path, mtime, size).
 
@@ -58,6 +92,9 @@ class GuestConfigCache:
         self.misses = 0
         self._guests: dict[str, dict[str, CacheEntry[GuestConfig]]] = {}
         self._files: dict[str, dict[str, CacheEntry[object]]] = {}
+        self._directories: dict[str, dict[str, DirectoryEntry]] = {}
+        self._pools: dict[str, dict[int, str]] = {}
+        self._merged: dict[str, MergedGuests] = {}
 
     def __len__(self) -> int:
         """The number of guest configs cached, over every root."""
@@ -67,6 +104,9 @@ class GuestConfigCache:
         """Forget everything cached (the counters are kept)."""
         self._guests.clear()
         self._files.clear()
+        self._directories.clear()
+        self._pools.clear()
+        self._merged.clear()
 
     def begin(self, root: str) -> CachePass:
         """Start one read of the tree at ``root``; ``CachePass.finish`` ends it."""
@@ -77,8 +117,9 @@ class CachePass:
     """The cache as one ``read_tree`` sees it: what this read finds replaces the root's entries.
 
     ``guests`` holds the entries of the previous read; ``read_tree`` checks them itself (an
-    entry is reusable if ``trusted`` and its mtime and size match the file's) and calls
-    ``keep`` or ``put``.
+    entry is reusable if ``trusted`` and its mtime and size match the file's) and fills
+    ``new_guests``; likewise ``directories`` and ``merged`` (see the module doc), which are
+    only valid while the vmid -> pool mapping equals ``pools``, the previous read's.
     """
 
     def __init__(self, cache: GuestConfigCache, root: str) -> None:
@@ -88,6 +129,12 @@ class CachePass:
         self.new_guests: dict[str, CacheEntry[GuestConfig]] = {}
         self.files = cache._files.get(root, {})
         self.new_files: dict[str, CacheEntry[object]] = {}
+        self.directories = cache._directories.get(root, {})
+        self.new_directories: dict[str, DirectoryEntry] = {}
+        self.pools = cache._pools.get(root)
+        self.new_pools: dict[int, str] | None = None
+        self.merged = cache._merged.get(root)
+        self.new_merged: MergedGuests | None = None
         self.trusted_before_ns = time.time_ns() - cache.racy_window_ns
 
     def entry(
@@ -115,5 +162,16 @@ class CachePass:
 
     def finish(self) -> None:
         """Make this read's entries the root's entries (drops the files that vanished)."""
-        self.cache._guests[self.root] = self.new_guests
-        self.cache._files[self.root] = self.new_files
+        cache = self.cache
+        cache._guests[self.root] = self.new_guests
+        cache._files[self.root] = self.new_files
+        cache._directories[self.root] = self.new_directories
+        _set_or_drop(cache._pools, self.root, self.new_pools)
+        _set_or_drop(cache._merged, self.root, self.new_merged)
+
+
+def _set_or_drop(mapping: dict[str, V], key: str, value: V | None) -> None:
+    if value is None:
+        mapping.pop(key, None)
+    else:
+        mapping[key] = value

@@ -34,7 +34,7 @@ _LXC_RAW = re.compile(r"^lxc\.[a-z0-9_\-.]+\s*[:=]")
 _QEMU_DISK = re.compile(r"^(?:(?:ide|sata|scsi|virtio)\d+|efidisk0|tpmstate0|unused\d+)$")
 _LXC_DISK = re.compile(r"^(?:rootfs|mp\d+|unused\d+)$")
 _STORAGE_ID = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE)
-_CANONICAL_OPTIONS = re.compile(r"[^,=\s]+(?:,[^,=\s]+=[^,\s]*)*")
+_CANONICAL_OPTIONS = re.compile(r"(?:[^,=\s]+=[^,\s]*(?:,[^,=\s]+=[^,\s]*)*)?")
 _TAG_SEPARATORS = re.compile(r"[;, ]+")
 _PASSTHROUGH = re.compile(r"^(?:hostpci|usb)\d+$")
 
@@ -48,9 +48,11 @@ _LXC_DISK_KEY = 8
 _DEVICE_KEY = 16
 _MEMO_LIMIT = 4096
 _KEY_KINDS: dict[str, int] = {}
+_VALUE_KEYS: dict[str, str] = {}  # each valid key but "description", to itself
 _STORAGE_IDS: dict[str, bool] = {}
 _SIZES: dict[str, int | None] = {}
 _TAGS: dict[str, tuple[str, ...]] = {}
+_OPTIONS: dict[str, dict[str, str] | None] = {}
 
 
 def _classify_key(key: str) -> int:
@@ -147,19 +149,73 @@ def parse_guest_config(
     Never raises: an unusable value is reported and its PVE default used instead. ``pool``
     is stored as is (``read_tree`` passes the guest's pool from user.cfg).
     """
-    findings: list[Finding] = []
-    values: dict[str, str] = {}
-    lines: dict[str, int] = {}
-    description: list[str] = []
-    disk_keys: list[str] = []
-    device_keys: list[str] = []
+    values, description, findings = _main_section(text, guest_type, source)
+    reader = _ValueReader(text, guest_type, source, values, findings)
+    maxcpu: float | None
+    if guest_type == "qemu":
+        maxcpu, cpulimit = _qemu_cpus(reader)
+        name = values.get("name") or f"VM {vmid}"
+    else:
+        maxcpu, cpulimit = _lxc_cpus(reader)
+        name = values.get("hostname") or f"CT{vmid}"
+    memory = reader.memory()
     disk_kind = _QEMU_DISK_KEY if guest_type == "qemu" else _LXC_DISK_KEY
     kinds = _KEY_KINDS
+    disk_keys = []
+    device_keys = []
+    for key in values:
+        kind = kinds.get(key) or _classify_key(key)
+        if kind != _VALID_KEY:
+            if kind & disk_kind:
+                disk_keys.append(key)
+            if kind & _DEVICE_KEY:
+                device_keys.append(key)
+    disk_bytes, storages, host_volumes = _disks(disk_keys, guest_type, reader)
+    tags = values.get("tags")
+    template = reader.flag("template")
+    # Positional, in field order: notably cheaper than 18 keywords for 10,000 guests.
+    config = GuestConfig(
+        vmid,
+        guest_type,
+        node,
+        name,
+        maxcpu,
+        memory * MIB,
+        cpulimit,
+        split_tags(tags) if tags is not None else (),
+        template,
+        disk_bytes,
+        storages,
+        host_volumes,
+        _local_devices(values, device_keys) if device_keys else (),
+        values.get("lock"),
+        "\n".join(description),
+        pool,
+        source,
+        values,
+    )
+    return config, findings
+
+
+def _main_section(
+    text: str, guest_type: GuestType, source: str, lines: dict[str, int] | None = None
+) -> tuple[dict[str, str], list[str], list[Finding]]:
+    """The main section as PVE's parser reads it: the last value of each valid key (keys in
+    order of first appearance), the description lines and the findings. With ``lines``,
+    also the line of each value kept (only a finding needs it)."""
+    if lines is None:
+        plain = _plain_main_section(text)
+        if plain is not None:
+            return plain[0], plain[1], []
+    findings: list[Finding] = []
+    values: dict[str, str] = {}
+    description: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
-        # Fast path: a well-formed ``key: value`` line, the overwhelming majority.
         key, colon, rest = line.partition(":")
         if colon:
-            kind = kinds.get(key)
+            # One shared string per key: 10,000 configs share their dicts' keys.
+            known = _VALUE_KEYS.get(key)
+            kind = _VALID_KEY if known is not None else _KEY_KINDS.get(key)
             if kind is None:
                 kind = _classify_key(key)
             if kind:
@@ -168,13 +224,10 @@ def parse_guest_config(
                     if kind & _DESCRIPTION:
                         description.append(decode_text(value))
                         continue
-                    if kind != _VALID_KEY and key not in values:
-                        if kind & disk_kind:
-                            disk_keys.append(key)
-                        if kind & _DEVICE_KEY:
-                            device_keys.append(key)
-                    values[key] = value
-                    lines[key] = number
+                    known = known or _value_key(key)
+                    values[known] = value
+                    if lines is not None:
+                        lines[known] = number
                     continue
         # Everything else, checked in the order PVE's parser does.
         if not line.strip():
@@ -190,43 +243,42 @@ def parse_guest_config(
         findings.append(
             finding("config-syntax", at(source, number), f"ignored line {line.strip()!r}")
         )
+    return values, description, findings
 
-    reader = _ValueReader(values, lines, source, findings)
-    maxcpu: float | None
-    if guest_type == "qemu":
-        maxcpu, cpulimit = _qemu_cpus(reader)
-        name = values.get("name") or f"VM {vmid}"
-    else:
-        maxcpu, cpulimit = _lxc_cpus(reader)
-        name = values.get("hostname") or f"CT{vmid}"
-    memory = reader.memory()
-    disks = _Disks()
-    for key in disk_keys:
-        disks.add(key, values[key], guest_type, reader)
-    tags = values.get("tags")
-    template = reader.flag("template")
-    # Positional, in field order: notably cheaper than 18 keywords for 10,000 guests.
-    config = GuestConfig(
-        vmid,
-        guest_type,
-        node,
-        name,
-        maxcpu,
-        memory * MIB,
-        cpulimit,
-        split_tags(tags) if tags is not None else (),
-        template,
-        disks.total_bytes,
-        frozenset(disks.storages),
-        tuple(disks.host_volumes),
-        _local_devices(values, device_keys) if device_keys else (),
-        values.get("lock"),
-        "\n".join(description),
-        pool,
-        source,
-        values,
-    )
-    return config, findings
+
+def _plain_main_section(text: str) -> tuple[dict[str, str], list[str]] | None:
+    """``_main_section``'s values and description for the usual config: ``key: value``
+    lines with keys seen before (not ``description``), ``#`` lines before them, blank lines
+    and a section header; None for any other (then it reads the text itself, keeping line
+    numbers for its findings)."""
+    values: dict[str, str] = {}
+    description: list[str] = []
+    keys = _VALUE_KEYS
+    for line in text.splitlines():
+        key, colon, rest = line.partition(":")
+        if colon:
+            known = keys.get(key)
+            if known is not None:
+                value = rest.strip()
+                if not value:
+                    return None
+                values[known] = value
+                continue
+        if line.strip():
+            if line[0] == "#" and not values:
+                description.append(decode_text(line[1:]))
+                continue
+            if line[0] == "[" and _SECTION_HEADER.match(line):
+                break
+            return None
+    return values, description
+
+
+def _value_key(key: str) -> str:
+    """``key`` (a valid key but ``description``), memoised as the one string used for it."""
+    if len(_VALUE_KEYS) < _MEMO_LIMIT:
+        _VALUE_KEYS[key] = key
+    return key
 
 
 def split_tags(text: str) -> tuple[str, ...]:
@@ -247,18 +299,32 @@ class _ValueReader:
     """
 
     def __init__(
-        self, values: dict[str, str], lines: dict[str, int], source: str, findings: list[Finding]
+        self,
+        text: str,
+        guest_type: GuestType,
+        source: str,
+        values: dict[str, str],
+        findings: list[Finding],
     ) -> None:
-        self.values = values
-        self.lines = lines
+        self.text = text
+        self.guest_type = guest_type
         self.source = source
+        self.values = values
         self.findings = findings
+        self.lines: dict[str, int] | None = None
+
+    def line_of(self, key: str) -> int:
+        """The line of ``key``'s value, found again when a finding first needs a line."""
+        if self.lines is None:
+            self.lines = {}
+            _main_section(self.text, self.guest_type, self.source, self.lines)
+        return self.lines[key]
 
     def bad(self, key: str, expected: str, default: object) -> None:
         self.findings.append(
             finding(
                 "config-bad-value",
-                at(self.source, self.lines[key]),
+                at(self.source, self.line_of(key)),
                 f"bad value {self.values[key]!r} for '{key}' (expected {expected}), "
                 f"using {default!r}",
             )
@@ -327,57 +393,66 @@ def _lxc_cpus(reader: _ValueReader) -> tuple[float | None, float]:
     return (min(float(cores), cpulimit) if cpulimit > 0 else float(cores)), cpulimit
 
 
-class _Disks:
-    """Accumulates disk sizes, storages and host-path volumes over the disk keys."""
-
-    def __init__(self) -> None:
-        self.total_bytes = 0
-        self.storages: set[str] = set()
-        self.host_volumes: list[str] = []
-
-    def add(self, key: str, text: str, guest_type: GuestType, reader: _ValueReader) -> None:
-        volume_key = "file" if guest_type == "qemu" else "volume"
-        if _CANONICAL_OPTIONS.fullmatch(text):
-            # ``volume,key=value,...`` without blanks or empty items, as PVE writes it: the
-            # items are exactly the comma-separated parts, so the first ``,key=`` is the
-            # first item with that key and its value runs to the next comma. This gives
-            # what split_property_string would, without building its dict and list.
-            volume = text.partition(",")[0]
-            if f",{volume_key}=" in text:
-                volume = _option(text, f",{volume_key}=")
-            media = _option(text, ",media=") if ",media=" in text else None
-            size_text = _option(text, ",size=") if ",size=" in text else None
-        else:
-            keyed, positional = split_property_string(text)
-            volume = keyed.get(volume_key, positional[0] if positional else "")
-            media = keyed.get("media")
-            size_text = keyed.get("size")
+def _disks(
+    keys: list[str], guest_type: GuestType, reader: _ValueReader
+) -> tuple[int, frozenset[str], tuple[str, ...]]:
+    """Over the disk ``keys``: total ``size=`` bytes (CD-ROMs excluded), the storages the
+    volumes live on, the volumes given as host paths."""
+    total_bytes = 0
+    storages: set[str] = set()
+    host_volumes: list[str] = []
+    volume_key = "file" if guest_type == "qemu" else "volume"
+    for key in keys:
+        volume, media, size_text = _volume(reader.values[key], volume_key)
         if volume in ("", "none", "cdrom"):
-            return
+            continue
         if volume.startswith("/"):
-            self.host_volumes.append(volume)
+            host_volumes.append(volume)
         else:
             # ``<storage>:<volume name>``; the storage id cannot contain a colon.
             storage, colon, name = volume.partition(":")
             if colon and name and _is_storage_id(storage):
-                self.storages.add(storage)
+                storages.add(storage)
             else:
                 reader.bad(key, "'<storage>:<volume>' or a host path", "no storage")
         if size_text is None or media == "cdrom":
-            return
+            continue
         size = _size(size_text)
         if size is None:
             reader.bad(key, "size=<number>[KMGT]", 0)
-            return
-        self.total_bytes += size
+            continue
+        total_bytes += size
+    return total_bytes, frozenset(storages), tuple(host_volumes)
 
 
-def _option(text: str, marker: str) -> str:
-    """The value after the first ``marker`` (``,key=``) of a canonical option string that
-    holds it."""
-    start = text.index(marker) + len(marker)
-    end = text.find(",", start)
-    return text[start:] if end < 0 else text[start:end]
+def _volume(text: str, volume_key: str) -> tuple[str, str | None, str | None]:
+    """A disk value's volume, ``media`` and ``size``, as split_property_string reads them."""
+    volume, _, options = text.partition(",")
+    keyed = _keyed_options(options)
+    if keyed is not None and volume and "=" not in volume and volume == volume.strip():
+        # ``volume,key=value,...`` as PVE writes it (blanks only inside the volume): the
+        # positional volume and the first value of each key, without splitting again.
+        return keyed.get(volume_key, volume), keyed.get("media"), keyed.get("size")
+    keyed, positional = split_property_string(text)
+    volume = keyed.get(volume_key, positional[0] if positional else "")
+    return volume, keyed.get("media"), keyed.get("size")
+
+
+def _keyed_options(options: str) -> dict[str, str] | None:
+    """``key=value,...`` (each key without ``,``, ``=`` or blanks, each value without ``,``
+    or blanks; or nothing) as key -> first value; None for any other text. Memoised: the
+    options after a disk's volume repeat across guests."""
+    if options in _OPTIONS:
+        return _OPTIONS[options]
+    keyed: dict[str, str] | None = None
+    if _CANONICAL_OPTIONS.fullmatch(options):
+        keyed = {}
+        for item in options.split(",") if options else ():
+            key, _, value = item.partition("=")
+            keyed.setdefault(key, value)
+    if len(_OPTIONS) < _MEMO_LIMIT:
+        _OPTIONS[options] = keyed
+    return keyed
 
 
 def _local_devices(values: dict[str, str], keys: list[str]) -> tuple[str, ...]:

@@ -32,6 +32,12 @@ _KEYS = (
     "failback",
     "auto-rebalance",
 )
+_KNOWN_KEYS = frozenset(_KEYS)
+# What str.splitlines breaks lines at besides "\n", in ASCII.
+_LINE_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
+_MEMO_LIMIT = 4096
+_Fields = tuple[str, bool, int, int, bool, str | None, str | None]
+_BODIES: dict[str, _Fields | None] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,9 @@ def parse_resources_cfg(
     text: str, source: str = "ha/resources.cfg"
 ) -> tuple[dict[str, HaResource], list[Finding]]:
     """Parse resources.cfg into sid -> HaResource; bad sections/values become findings."""
+    plain = _plain_resources(text, source)
+    if plain is not None:
+        return plain, []
     sections, findings = parse_section_config(text, source)
     resources: dict[str, HaResource] = {}
     for section in sections:
@@ -60,6 +69,64 @@ def parse_resources_cfg(
         if resource is not None:
             resources[resource.sid] = resource
     return resources, findings
+
+
+def _plain_resources(text: str, source: str) -> dict[str, HaResource] | None:
+    """``parse_resources_cfg`` of a file that holds only ``vm: <vmid>``/``ct: <vmid>``
+    sections, each once, separated by one empty line, none giving a finding; None for any
+    other text.
+
+    Thousands of sections share a handful of bodies (their property lines), so each
+    distinct body is parsed once, by the section-config parser itself.
+    """
+    if not text.isascii() or any(char in text for char in _LINE_BREAKS) or "#" in text:
+        return None
+    resources: dict[str, HaResource] = {}
+    line = 1
+    blocks = text.split("\n\n")
+    if blocks[-1] in ("", "\n"):  # the file's last newline(s)
+        blocks.pop()
+    for block in blocks:
+        header, _, body = block.partition("\n")
+        section_type, separator, section_id = header.partition(": ")
+        if (
+            not separator
+            or section_type not in ("vm", "ct")
+            or not section_id.isdecimal()
+            or int(section_id) < 100
+        ):
+            return None
+        fields = _body_fields(body, source)
+        sid = f"{section_type}:{int(section_id)}"
+        if fields is None or sid in resources:
+            return None
+        kind: Literal["vm", "ct"] = "vm" if section_type == "vm" else "ct"
+        resources[sid] = HaResource(sid, kind, int(section_id), *fields, line)
+        line += block.count("\n") + 2
+    return resources
+
+
+def _body_fields(body: str, source: str) -> _Fields | None:
+    """The fields a section's property lines give (all but sid, type, vmid, line), or None
+    if they give a finding; memoised."""
+    if body in _BODIES:
+        return _BODIES[body]
+    sections, findings = parse_section_config(f"vm: 100\n{body}", source)
+    resource = _resource(sections[0], source, findings) if len(sections) == 1 else None
+    fields = None
+    if resource is not None and not findings:
+        fields = (
+            resource.state,
+            resource.failback,
+            resource.max_restart,
+            resource.max_relocate,
+            resource.auto_rebalance,
+            resource.group,
+            resource.comment,
+        )
+    if len(_BODIES) < _MEMO_LIMIT:
+        _BODIES[body] = fields
+    return fields
 
 
 def _resource(section: Section, source: str, findings: list[Finding]) -> HaResource | None:
@@ -77,44 +144,45 @@ def _resource(section: Section, source: str, findings: list[Finding]) -> HaResou
             )
         )
         return None
-    _, key_findings = check_keys(section, source, _KEYS)
-    findings.extend(key_findings)
     values = section.values
+    if not values.keys() <= _KNOWN_KEYS:
+        findings.extend(check_keys(section, source, _KEYS)[1])
     state = values.get("state") or "started"
     state = _STATE_ALIASES.get(state, state)
     if state not in HA_STATES:
         findings.append(bad_value(section, source, "state", " | ".join(HA_STATES)))
         state = "started"
-
-    def flag(key: str, default: bool) -> bool:
-        if key not in values:
-            return default
-        value = parse_bool(values[key])
-        if value is None:
-            findings.append(bad_value(section, source, key, "0 or 1"))
-            return default
-        return value
-
-    def count(key: str) -> int:
-        if key not in values:
-            return 1
-        value = parse_int(values[key])
-        if value is None:
-            findings.append(bad_value(section, source, key, "an integer >= 0"))
-            return 1
-        return value
-
     comment = values.get("comment")
     return HaResource(
-        sid=f"{section.type}:{vmid}",
-        type="vm" if section.type == "vm" else "ct",
-        vmid=vmid,
-        state=state,
-        failback=flag("failback", True),
-        max_restart=count("max_restart"),
-        max_relocate=count("max_relocate"),
-        auto_rebalance=flag("auto-rebalance", True),
-        group=values.get("group") or None,
-        comment=decode_text(comment) if comment else None,
-        line=section.line,
+        f"{section.type}:{vmid}",
+        "vm" if section.type == "vm" else "ct",
+        vmid,
+        state,
+        _flag(section, source, "failback", True, findings),
+        _count(section, source, "max_restart", findings),
+        _count(section, source, "max_relocate", findings),
+        _flag(section, source, "auto-rebalance", True, findings),
+        values.get("group") or None,
+        decode_text(comment) if comment else None,
+        section.line,
     )
+
+
+def _flag(section: Section, source: str, key: str, default: bool, findings: list[Finding]) -> bool:
+    if key not in section.values:
+        return default
+    value = parse_bool(section.values[key])
+    if value is None:
+        findings.append(bad_value(section, source, key, "0 or 1"))
+        return default
+    return value
+
+
+def _count(section: Section, source: str, key: str, findings: list[Finding]) -> int:
+    if key not in section.values:
+        return 1
+    value = parse_int(section.values[key])
+    if value is None:
+        findings.append(bad_value(section, source, key, "an integer >= 0"))
+        return 1
+    return value

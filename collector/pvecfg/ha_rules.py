@@ -223,9 +223,9 @@ def groups_to_rules(
     """
     members: dict[str, list[str]] = {}
     findings: list[Finding] = []
-    for resource in sorted(resources.values(), key=lambda r: (r.type, r.vmid)):
-        if resource.group is None:
-            continue
+    grouped = [resource for resource in resources.values() if resource.group is not None]
+    for resource in sorted(grouped, key=lambda r: (r.type, r.vmid)):
+        assert resource.group is not None
         if resource.group not in groups:
             findings.append(
                 finding(

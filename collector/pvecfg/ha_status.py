@@ -94,10 +94,8 @@ def ha_config(resource: HaResource | None, service: ServiceStatus | None) -> HaC
     """A guest's ``ha`` block of the snapshot: resources.cfg joined with the live service state."""
     if resource is None:
         return None
+    if service is None:
+        return HaConfig(resource.state, resource.auto_rebalance, None, None, resource.group)
     return HaConfig(
-        state=resource.state,
-        auto_rebalance=resource.auto_rebalance,
-        service_state=service.state if service else None,
-        target=service.target if service else None,
-        group=resource.group,
+        resource.state, resource.auto_rebalance, service.state, service.target, resource.group
     )

@@ -17,7 +17,6 @@ from collector.pvecfg.values import at, finding
 from model.snapshot import Finding
 
 _HEADER = re.compile(r"^(\S+):\s*(\S+)\s*$")
-_PROPERTY = re.compile(r"^\s+(\S+)(?:\s+(.*\S))?\s*$")
 _COMMENT = re.compile(r"^\s*#")
 
 
@@ -84,8 +83,8 @@ def parse_section_config(text: str, source: str) -> tuple[list[Section], list[Fi
 def _add_property(
     section: Section, line: str, number: int, source: str, findings: list[Finding]
 ) -> None:
-    match = _PROPERTY.match(line)
-    if match is None:
+    parsed = split_property(line)
+    if parsed is None:
         findings.append(
             finding(
                 "config-syntax",
@@ -94,7 +93,7 @@ def _add_property(
             )
         )
         return
-    key, value = match.group(1), match.group(2)
+    key, value = parsed
     if key in section.values:
         findings.append(
             finding(
@@ -106,6 +105,16 @@ def _add_property(
         return
     section.values[key] = value
     section.lines[key] = number
+
+
+def split_property(line: str) -> tuple[str, str | None] | None:
+    r"""A property line's key and value (None for a bare flag), or None if the line is not
+    one: the groups of ``^\s+(\S+)(?:\s+(.*\S))?\s*$``, without the regular expression
+    (``\s``, ``str.split`` and ``str.rstrip`` agree on what whitespace is)."""
+    parts = line.split(None, 1) if line[:1].isspace() else None
+    if not parts:
+        return None
+    return parts[0], parts[1].rstrip() if len(parts) > 1 else None
 
 
 def check_keys(

@@ -11,16 +11,24 @@ placement authority.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from pathlib import Path
 from typing import TypeVar, cast
 
 from collector.pvecfg.datacenter import DatacenterConfig, parse_datacenter_cfg
-from collector.pvecfg.guestcache import CacheEntry, CachePass, GuestConfigCache
+from collector.pvecfg.guestcache import (
+    CacheEntry,
+    CachePass,
+    DirectoryEntry,
+    GuestConfigCache,
+    MergedGuests,
+)
 from collector.pvecfg.guestconf import GuestConfig, parse_guest_config
 from collector.pvecfg.ha_resources import HaResource, parse_resources_cfg
 from collector.pvecfg.ha_rules import (
@@ -41,7 +49,11 @@ T = TypeVar("T")
 _GUEST_DIRS: dict[str, GuestType] = {"qemu-server": "qemu", "lxc": "lxc"}
 _CONFIG_NAME = re.compile(r"^(\d+)\.conf$")
 _READ_SIZE = 1 << 16
+_DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# What Path.is_dir() takes for "not a directory" rather than an error.
+_NOT_A_DIRECTORY = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EBADF})
 _BY_NAME = attrgetter("name")
+_STAT = os.DirEntry.stat
 
 
 class PveTreeNotFoundError(FileNotFoundError):
@@ -69,17 +81,19 @@ class PveTree:
     def crs(self) -> Crs:
         return self.datacenter.crs
 
-    def has_local_disk(self, guest: GuestConfig) -> bool:
+    def shared_storages(self) -> frozenset[str]:
+        """The ids of the storages storage.cfg marks shared; any other storage is local."""
+        return frozenset(name for name, storage in self.storages.items() if storage.shared)
+
+    def has_local_disk(self, guest: GuestConfig, shared: frozenset[str] | None = None) -> bool:
         """Whether a volume of ``guest`` is node-bound: a host path or a non-shared storage.
 
-        A storage missing from storage.cfg counts as local (the safe assumption).
+        A storage missing from storage.cfg counts as local (the safe assumption). A caller
+        checking many guests passes ``shared``, the tree's :meth:`shared_storages`.
         """
         if guest.host_volumes:
             return True
-        return any(
-            storage not in self.storages or not self.storages[storage].shared
-            for storage in guest.storages
-        )
+        return not guest.storages <= (self.shared_storages() if shared is None else shared)
 
 
 def read_tree(root: Path | str, *, cache: GuestConfigCache | None = None) -> PveTree:
@@ -140,9 +154,14 @@ class _Reader:
         self.findings = findings
         self.cache = cache
 
-    def text(self, relative: str) -> str | None:
+    def text(self, relative: str, dir_fd: int | None = None, name: str = "") -> str | None:
+        """The file's text, or None if it is missing or unreadable (a finding). With
+        ``dir_fd``, the file is ``name`` in that open directory (``relative`` names it)."""
         try:
-            raw = _read_bytes(os.path.join(self.root_path, relative))
+            if dir_fd is None:
+                raw = _read_bytes(os.path.join(self.root_path, relative))
+            else:
+                raw = _read_bytes(name, dir_fd)
         except FileNotFoundError:
             return None
         except OSError as error:
@@ -171,10 +190,35 @@ class _Reader:
             with os.scandir(os.path.join(self.root_path, relative)) as entries:
                 return sorted(entries, key=_BY_NAME)
         except OSError as error:
-            self.findings.append(
-                finding("config-unreadable", relative, f"cannot list: {error.strerror}", "error")
-            )
+            self._cannot_list(relative, error)
             return []
+
+    @contextmanager
+    def directory(self, relative: str) -> Iterator[tuple[int, list[os.DirEntry[str]]]]:
+        """``listdir`` that also yields the directory open (-1 if it is not): stats and
+        opens relative to it skip resolving the whole path for every file."""
+        try:
+            dir_fd = os.open(os.path.join(self.root_path, relative), _DIRECTORY_FLAGS)
+        except OSError as error:
+            if error.errno not in _NOT_A_DIRECTORY:
+                self._cannot_list(relative, error)
+            yield -1, []
+            return
+        try:
+            with os.scandir(dir_fd) as entries:
+                listing = sorted(entries, key=_BY_NAME)
+        except OSError as error:
+            self._cannot_list(relative, error)
+            listing = []
+        try:
+            yield dir_fd, listing
+        finally:
+            os.close(dir_fd)
+
+    def _cannot_list(self, relative: str, error: OSError) -> None:
+        self.findings.append(
+            finding("config-unreadable", relative, f"cannot list: {error.strerror}", "error")
+        )
 
     def parse(
         self,
@@ -207,9 +251,9 @@ class _Reader:
         return value
 
 
-def _read_bytes(path: str) -> bytes:
+def _read_bytes(path: str, dir_fd: int | None = None) -> bytes:
     """The whole file, read to EOF (``open().read()`` without the file objects' overhead)."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY, dir_fd=dir_fd)
     try:
         data = os.read(fd, _READ_SIZE)
         if not data:
@@ -226,135 +270,246 @@ def _read_guests(
     reader: _Reader, vmlist: dict[int, VmListEntry] | None, pool_of: dict[int, str]
 ) -> dict[int, GuestConfig]:
     """Parse every guest config; prefer, for a vmid found twice, the copy .vmlist points at."""
-    # vmid -> the first config found for it; ``more`` holds all of them for a vmid found twice
-    first: dict[int, GuestConfig] = {}
-    more: dict[int, list[GuestConfig]] = {}
-    findings = reader.findings
-    cache = reader.cache
+    guests = _GuestReader(reader, pool_of)
     for node_entry in reader.listdir("nodes"):
-        if not node_entry.is_dir():
-            continue
-        node = node_entry.name
-        for dirname, guest_type in _GUEST_DIRS.items():
-            directory = f"nodes/{node}/{dirname}"
-            for entry in reader.listdir(directory):
-                name = entry.name
-                stem = name[:-5]
-                if name.endswith(".conf") and stem.isdecimal() and entry.is_file():
-                    vmid = int(stem)
-                else:  # the general rule, which also takes e.g. "100.conf\n"
-                    match = _CONFIG_NAME.match(name)
-                    if match is None or not entry.is_file():
-                        findings.append(
-                            finding(
-                                "config-syntax",
-                                f"{directory}/{name}",
-                                "not a <vmid>.conf file, ignored",
-                                "info",
-                            )
-                        )
-                        continue
-                    vmid = int(match.group(1))
-                relative = f"{directory}/{name}"
-                pool = pool_of.get(vmid)
-                if cache is None:
-                    config = _parse_file(reader, relative, vmid, guest_type, node, pool)
-                else:
-                    config = _parse_file_cached(
-                        reader, cache, entry, relative, vmid, guest_type, node, pool
-                    )
-                if config is None:
+        if node_entry.is_dir():
+            for dirname, guest_type in _GUEST_DIRS.items():
+                guests.read_directory(node_entry.name, dirname, guest_type)
+    return guests.result(vmlist)
+
+
+class _GuestReader:
+    """The guest configs of one ``read_tree``, directory by directory."""
+
+    def __init__(self, reader: _Reader, pool_of: dict[int, str]) -> None:
+        self.reader = reader
+        self.cache = reader.cache
+        self.findings = reader.findings
+        self.pool_of = pool_of
+        self.first: dict[int, GuestConfig] = {}
+        """vmid -> the first config found for it."""
+        self.more: dict[int, list[GuestConfig]] = {}
+        """vmid -> every config found for it, for a vmid found more than once."""
+        self.visited: list[str] = []
+        """The directories read (existing ones), in order."""
+        self.reusable = False
+        """Whether directories may be taken whole from the cache (the pools are unchanged)."""
+        self.all_reused = False
+        """Whether every directory so far was taken whole from the cache."""
+        # The directory being read entry by entry.
+        self.dir_fd = -1
+        self.node = ""
+        self.guest_type: GuestType = "qemu"
+        if self.cache is not None:
+            self.cache.new_pools = pool_of
+            self.reusable = self.all_reused = self.cache.pools == pool_of
+
+    def read_directory(self, node: str, dirname: str, guest_type: GuestType) -> None:
+        directory = f"nodes/{node}/{dirname}"
+        with self.reader.directory(directory) as (dir_fd, entries):
+            if dir_fd < 0:
+                return
+            self.visited.append(directory)
+            if self.reusable and self.reuse(directory, entries):
+                return
+            self.all_reused = False
+            self.dir_fd, self.node, self.guest_type = dir_fd, node, guest_type
+            self.read_entries(directory, entries)
+
+    def reuse(self, directory: str, entries: list[os.DirEntry[str]]) -> bool:
+        """Take the directory whole from the cache if its listing and files are unchanged."""
+        assert self.cache is not None
+        old = self.cache.directories.get(directory)
+        if old is None or [entry.name for entry in entries] != old.names:
+            return False
+        try:
+            keys = [(s.st_mode, s.st_mtime_ns, s.st_size) for s in map(_STAT, entries)]
+        except OSError:
+            return False
+        if keys != old.keys or not self.first.keys().isdisjoint(old.configs):
+            return False
+        self.first.update(old.configs)
+        self.findings.extend(old.findings)
+        self.cache.new_guests.update(old.files)
+        self.cache.new_directories[directory] = old
+        self.cache.cache.hits += len(old.files)
+        return True
+
+    def read_entries(self, directory: str, entries: list[os.DirEntry[str]]) -> None:
+        """Read the directory entry by entry (each config through the cache if there is one)
+        and, if all of them are trusted configs, cache the directory whole."""
+        first, more, pool_of, findings = self.first, self.more, self.pool_of, self.findings
+        before = len(findings)
+        new_guests = self.cache.new_guests if self.cache is not None else None
+        keep = new_guests is not None  # whether the directory can be cached whole
+        configs: dict[int, GuestConfig] = {}
+        files: dict[str, CacheEntry[GuestConfig]] = {}
+        keys: list[tuple[int, int, int]] = []
+        for entry in entries:
+            name = entry.name
+            stem = name[:-5]
+            if name.endswith(".conf") and stem.isdecimal() and entry.is_file():
+                vmid = int(stem)
+            else:
+                odd = _odd_config_name(entry, directory, findings)
+                keep = False
+                if odd is None:
                     continue
-                if vmid not in first:
-                    first[vmid] = config
-                elif vmid in more:
-                    more[vmid].append(config)
+                vmid = odd
+            relative = f"{directory}/{name}"
+            config = self.read(entry, relative, vmid, pool_of.get(vmid))
+            if config is None:
+                keep = False
+                continue
+            if keep and new_guests is not None:
+                cached = new_guests.get(relative)
+                if cached is None or not cached.trusted or vmid in configs:
+                    keep = False
                 else:
-                    more[vmid] = [first[vmid], config]
-    guests: dict[int, GuestConfig] = {}
-    for vmid in sorted(first):
-        only = first[vmid]
-        vm_entry = vmlist.get(vmid) if vmlist is not None else None
+                    stat = entry.stat()  # taken before the file was read, kept by the entry
+                    keys.append((stat.st_mode, stat.st_mtime_ns, stat.st_size))
+                    configs[vmid] = config
+                    files[relative] = cached
+            if vmid not in first:
+                first[vmid] = config
+            elif vmid in more:
+                more[vmid].append(config)
+            else:
+                more[vmid] = [first[vmid], config]
+        if keep and self.cache is not None:
+            names = [entry.name for entry in entries]
+            entry_findings = tuple(findings[before:])
+            self.cache.new_directories[directory] = DirectoryEntry(
+                names, keys, configs, files, entry_findings
+            )
+
+    def read(
+        self, entry: os.DirEntry[str], relative: str, vmid: int, pool: str | None
+    ) -> GuestConfig | None:
+        """The config in ``entry`` of the current directory (``relative`` under the root),
+        from the cache if the file is unchanged since it was cached. The file is stat-ed
+        before it is read, so a change racing with the read leaves an entry that is stale
+        by its key and parsed again later."""
+        cache = self.cache
+        if cache is None:
+            return self.parse(entry, relative, vmid, pool)
+        try:
+            stat = entry.stat()
+        except OSError:
+            return self.parse(entry, relative, vmid, pool)
+        cached = cache.guests.get(relative)
         if (
-            vm_entry is not None
-            and only.node == vm_entry.node
-            and only.type == vm_entry.type
-            and vmid not in more
+            cached is not None
+            and cached.trusted
+            and cached.mtime_ns == stat.st_mtime_ns
+            and cached.size == stat.st_size
         ):
-            guests[vmid] = only  # the usual case: one config, where .vmlist says
-        else:
-            guests[vmid] = _pick_config(vmid, more.get(vmid, [only]), vmlist, findings)
-    if vmlist is None:
-        findings.append(
-            finding(
-                "vmlist-missing", ".vmlist", "no usable .vmlist: guest placement not cross-checked"
-            )
+            cache.cache.hits += 1
+            config = cached.value
+            if config.pool != pool:  # user.cfg changed, the config did not
+                config = replace(config, pool=pool)
+                cached = replace(cached, value=config)
+            cache.new_guests[relative] = cached
+            if cached.findings:
+                self.findings.extend(cached.findings)
+            return config
+        cache.cache.misses += 1
+        before = len(self.findings)
+        parsed = self.parse(entry, relative, vmid, pool)
+        if parsed is not None:
+            # The entry keeps the decode finding of reader.text too.
+            findings = tuple(self.findings[before:])
+            cache.new_guests[relative] = cache.entry(stat, parsed, findings)
+        return parsed
+
+    def parse(
+        self, entry: os.DirEntry[str], relative: str, vmid: int, pool: str | None
+    ) -> GuestConfig | None:
+        text = self.reader.text(relative, self.dir_fd, entry.name)
+        if text is None:
+            return None
+        config, findings = parse_guest_config(
+            text, vmid, self.guest_type, self.node, relative, pool=pool
         )
-        return guests
-    for vmid in sorted(set(vmlist) - set(guests)):
-        vm_entry = vmlist[vmid]
-        findings.append(
-            finding(
-                "vmlist-without-config",
-                f"{'vm' if vm_entry.type == 'qemu' else 'ct'}:{vmid}",
-                f".vmlist puts {vm_entry.type} {vmid} on {vm_entry.node} but no config was found",
-            )
-        )
-    return guests
-
-
-def _parse_file(
-    reader: _Reader, relative: str, vmid: int, guest_type: GuestType, node: str, pool: str | None
-) -> GuestConfig | None:
-    text = reader.text(relative)
-    if text is None:
-        return None
-    config, findings = parse_guest_config(text, vmid, guest_type, node, relative, pool=pool)
-    reader.findings.extend(findings)
-    return config
-
-
-def _parse_file_cached(
-    reader: _Reader,
-    cache: CachePass,
-    entry: os.DirEntry[str],
-    relative: str,
-    vmid: int,
-    guest_type: GuestType,
-    node: str,
-    pool: str | None,
-) -> GuestConfig | None:
-    """``_parse_file`` through the cache. The file is stat-ed before it is read, so a change
-    racing with the read leaves an entry that is stale by its key and parsed again later."""
-    try:
-        stat = entry.stat()
-    except OSError:
-        return _parse_file(reader, relative, vmid, guest_type, node, pool)
-    cached = cache.guests.get(relative)
-    if (
-        cached is not None
-        and cached.trusted
-        and cached.mtime_ns == stat.st_mtime_ns
-        and cached.size == stat.st_size
-    ):
-        cache.cache.hits += 1
-        config = cached.value
-        if config.pool != pool:  # user.cfg changed, the config did not
-            config = replace(config, pool=pool)
-            cached = replace(cached, value=config)
-        cache.new_guests[relative] = cached
-        reader.findings.extend(cached.findings)
+        self.findings.extend(findings)
         return config
-    cache.cache.misses += 1
-    before = len(reader.findings)
-    text = reader.text(relative)
-    if text is None:
+
+    def result(self, vmlist: dict[int, VmListEntry] | None) -> dict[int, GuestConfig]:
+        """vmid -> config, cross-checked against ``vmlist`` (None: no usable .vmlist)."""
+        cache, findings = self.cache, self.findings
+        if cache is None:
+            return self.cross_check(vmlist)
+        visited = tuple(self.visited)
+        merged = cache.merged
+        if (
+            self.all_reused
+            and merged is not None
+            and merged.directories == visited
+            and merged.vmlist is vmlist
+        ):
+            cache.new_merged = merged
+            findings.extend(merged.findings)
+            return dict(merged.guests)
+        before = len(findings)
+        guests = self.cross_check(vmlist)
+        if visited == tuple(cache.new_directories):  # all of them cached whole
+            cache.new_merged = MergedGuests(visited, vmlist, guests, tuple(findings[before:]))
+        return dict(guests)
+
+    def cross_check(self, vmlist: dict[int, VmListEntry] | None) -> dict[int, GuestConfig]:
+        first, more, findings = self.first, self.more, self.findings
+        guests: dict[int, GuestConfig] = {}
+        for vmid in sorted(first):
+            only = first[vmid]
+            vm_entry = vmlist.get(vmid) if vmlist is not None else None
+            if (
+                vm_entry is not None
+                and only.node == vm_entry.node
+                and only.type == vm_entry.type
+                and vmid not in more
+            ):
+                guests[vmid] = only  # the usual case: one config, where .vmlist says
+            else:
+                guests[vmid] = _pick_config(vmid, more.get(vmid, [only]), vmlist, findings)
+        if vmlist is None:
+            findings.append(
+                finding(
+                    "vmlist-missing",
+                    ".vmlist",
+                    "no usable .vmlist: guest placement not cross-checked",
+                )
+            )
+            return guests
+        for vmid in sorted(set(vmlist) - set(guests)):
+            vm_entry = vmlist[vmid]
+            findings.append(
+                finding(
+                    "vmlist-without-config",
+                    f"{'vm' if vm_entry.type == 'qemu' else 'ct'}:{vmid}",
+                    f".vmlist puts {vm_entry.type} {vmid} on {vm_entry.node} "
+                    "but no config was found",
+                )
+            )
+        return guests
+
+
+def _odd_config_name(
+    entry: os.DirEntry[str], directory: str, findings: list[Finding]
+) -> int | None:
+    """The vmid of a config the quick name check passed over (e.g. "100.conf\n"), or None
+    (with a finding) for an entry that is not a config."""
+    match = _CONFIG_NAME.match(entry.name)
+    if match is None or not entry.is_file():
+        findings.append(
+            finding(
+                "config-syntax",
+                f"{directory}/{entry.name}",
+                "not a <vmid>.conf file, ignored",
+                "info",
+            )
+        )
         return None
-    config, findings = parse_guest_config(text, vmid, guest_type, node, relative, pool=pool)
-    reader.findings.extend(findings)
-    # The entry keeps the decode finding of reader.text too.
-    cache.new_guests[relative] = cache.entry(stat, config, tuple(reader.findings[before:]))
-    return config
+    return int(match.group(1))
 
 
 def _pick_config(

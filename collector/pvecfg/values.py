@@ -49,9 +49,13 @@ def parse_bool(text: str | None) -> bool | None:
 
 def parse_int(text: str | None, minimum: int = 0) -> int | None:
     """A non-negative decimal integer at least ``minimum``; None if invalid."""
-    if text is None or not _INTEGER.match(text.strip()):
+    if text is None:
         return None
-    value = int(text.strip())
+    if not (text.isascii() and text.isdecimal()):  # else plain digits: _INTEGER's match
+        text = text.strip()
+        if not _INTEGER.match(text):
+            return None
+    value = int(text)
     return value if value >= minimum else None
 
 
