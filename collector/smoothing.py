@@ -119,7 +119,7 @@ class _Known:
                     mask=None,
                 )
         else:
-            column_values = series.to_numpy()  # a float column: null becomes NaN
+            column_values = series.fill_null(np.nan).to_numpy()
             known = column_values == column_values
         rows = np.flatnonzero(known)
         bounds = np.zeros(grouped.starts.size + 1, dtype=np.int64)
@@ -192,11 +192,18 @@ def _group(frame: pl.DataFrame, columns: Sequence[str], by: str, *, nan_to_null:
         starts = np.cumsum(sizes) - sizes
         times = slim.get_column(TIME).to_numpy()
         backwards = np.flatnonzero(times[1:] < times[:-1]) + 1
-        in_order = not backwards.size or bool(np.isin(backwards, starts).all())
+        in_order = not backwards.size or bool(_marked(times.size, starts)[backwards].all())
         if attempt == "sorted" or (in_order and ids.n_unique() == ids.len()):
             break
         slim = slim.sort([by, TIME], nulls_last=True, maintain_order=True)
     return _Grouped(frame=slim, ids=ids, times=times, starts=starts, sizes=sizes)
+
+
+def _marked(size: int, positions: IntArray) -> BoolArray:
+    """A mask of ``size`` that is true at ``positions`` (a membership test by lookup)."""
+    mask = np.zeros(size, dtype=bool)
+    mask[positions] = True
+    return mask
 
 
 def _reduce(grouped: _Grouped, columns: Sequence[str], view: View) -> pl.DataFrame:
@@ -227,25 +234,12 @@ def _reduce(grouped: _Grouped, columns: Sequence[str], view: View) -> pl.DataFra
 
 
 def _row_decay(grouped: _Grouped, half_life_s: float) -> FloatArray:
-    """``2**(-(t_g - t) / h)`` for every row, ``t_g`` the newest row time of its group.
-
-    The rows of a window share a few ages ``t_g - t`` (whole seconds on a step grid): when
-    there are fewer possible ages than rows, exp2 runs once per age, the rows look theirs
-    up. Either way each value is ``exp2((t - t_g) * (1 / h))`` computed the same way.
-    """
+    """``2**(-(t_g - t) / h)`` for every row, ``t_g`` the newest row time of its group."""
     n_rows = grouped.times.size
     if not n_rows:
         return np.zeros(0)
     sizes = grouped.sizes
-    newest = np.repeat(grouped.times[grouped.starts + sizes - 1], sizes)
-    ages = newest - grouped.times
-    oldest = int(ages.max())
-    if oldest < n_rows:
-        table = np.subtract(0.0, np.arange(oldest + 1, dtype=np.float64))
-        table *= 1.0 / half_life_s
-        np.exp2(table, out=table)
-        return table[ages]
-    decay = newest.astype(np.float64)
+    decay = np.repeat(grouped.times[grouped.starts + sizes - 1].astype(np.float64), sizes)
     np.subtract(grouped.times, decay, out=decay)
     decay *= 1.0 / half_life_s
     np.exp2(decay, out=decay)
@@ -442,7 +436,7 @@ def characteristic(
                 )
                 smoothed = np.where(qualified, forecast, smoothed)
             fallback |= ~qualified & ~np.isnan(smoothed)
-        output.append(pl.Series(name, smoothed, nan_to_null=True))
+        output.append(pl.Series(name, smoothed).fill_nan(None))
     output.extend(_newest_and_points(grouped, any_known))
     return _finish(grouped, by, pl.DataFrame(output), fallback)
 

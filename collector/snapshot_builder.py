@@ -331,7 +331,7 @@ def _config_facts(
 
 
 def _cross_check(tree: PveTree, usage: _Usage, findings: list[Finding]) -> None:
-    known = {str(vmid) for vmid in tree.vmlist}
+    known = set(map(str, tree.vmlist))
     missing = sorted(known - usage.found, key=int)
     orphans = sorted(usage.found - known, key=int)
     for vmid in missing:

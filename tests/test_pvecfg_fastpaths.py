@@ -2,21 +2,26 @@
 
 Fixed inputs off the fast paths (odd spacing, keyed volumes, Unicode digits) parse as before
 the fast paths existed (expectations recorded from the line-by-line parser); property tests
-compare each fast path with the exact path it stands in for, on usual and unusual text.
+compare each fast path with the exact path it stands in for, on usual and unusual text; the
+bulk constructors of ``slot_init`` build what the dataclasses' own ``__init__`` builds.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import astuple
+from dataclasses import FrozenInstanceError, astuple, dataclass
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.pvecfg import guestconf, ha_resources, parse_guest_config, parse_pools, parse_vmlist
-from collector.pvecfg.ha_resources import parse_resources_cfg
+from collector.pvecfg.guestconf import GuestConfig
+from collector.pvecfg.ha_resources import HaResource, parse_resources_cfg
+from collector.pvecfg.ha_status import ServiceStatus
+from collector.pvecfg.members import VmListEntry
 from collector.pvecfg.sectionconfig import split_property
+from collector.pvecfg.slotinit import slot_init
 from collector.pvecfg.values import parse_int, split_property_string
 
 GIB = 2**30
@@ -397,3 +402,46 @@ def test_plain_resources_take_the_usual_file():
         ("vm:100", "started", 1, 1),
         ("ct:200", "stopped", 2, 4),
     ]
+
+
+# -- slot_init: the bulk constructors build what the dataclasses' own __init__ builds ---------
+
+
+def test_slot_init_builds_equal_frozen_instances():
+    make = slot_init(GuestConfig)
+    built = make(1, "qemu", "n", "vm", 2.0, 1024, tags=("a",), values={"cores": "2"})
+    expected = GuestConfig(1, "qemu", "n", "vm", 2.0, 1024, tags=("a",), values={"cores": "2"})
+    assert (built, astuple(built), built.values, hash(built)) == (
+        expected,
+        astuple(expected),
+        expected.values,
+        hash(expected),
+    )
+    first, second = make(1, "lxc", "n", "ct", None, 1), make(1, "lxc", "n", "ct", None, 1)
+    assert first.values == {}
+    assert first.values is not second.values  # the default factory runs for each
+    with pytest.raises(FrozenInstanceError):
+        built.name = "other"  # type: ignore[misc]
+    for cls, args in (
+        (VmListEntry, (100, "n", "qemu")),
+        (HaResource, ("vm:100", "vm", 100, "started", False, 2, 3, True, "g", "c", 7)),
+        (ServiceStatus, ("n", "migrate", "m")),
+    ):
+        assert slot_init(cls)(*args) == cls(*args)  # type: ignore[operator]
+
+
+def test_slot_init_refuses_what_it_cannot_build():
+    @dataclass
+    class Plain:
+        x: int
+
+    @dataclass(slots=True)
+    class Later:
+        x: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    for cls in (Plain, Later, int):
+        with pytest.raises(TypeError):
+            slot_init(cls)

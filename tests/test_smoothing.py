@@ -7,13 +7,10 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
 from collector import holtwinters as hw
-from collector import smoothing
-from collector.smoothing import TIME, characteristic, ewma_frame, infer_step
+from collector.smoothing import characteristic, ewma_frame, infer_step
 
 HALF_HOUR = 1800
 DAY_STEPS = 48  # a daily season at a 30-minute step
@@ -446,32 +443,3 @@ def test_forecast_fallback_flags_the_id_when_any_column_falls_back() -> None:
     assert cpu_only["fallback"].to_list() == [False]
     assert both["cpu"][0] == cpu_only["cpu"][0]
     assert both["mem"][0] == mem_ewma["mem"][0]
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.integers(1, 40), st.integers(0, 2_000_000_000), st.sampled_from([1, 60, 97, 86400])
-        ),
-        min_size=1,
-        max_size=6,
-    ),
-    st.sampled_from([0.5, 60.0, 600.0, 1e9]),
-)
-def test_row_decay_looked_up_per_age_equals_one_exp2_per_row(
-    groups: list[tuple[int, int, int]], half_life: float
-) -> None:
-    rows = [
-        (f"{index:02d}", start + offset * step)
-        for index, (size, start, step) in enumerate(groups)
-        for offset in range(size)
-    ]
-    frame = pl.DataFrame(rows, schema={"id": pl.String, TIME: pl.Int64}, orient="row")
-    grouped = smoothing._group(frame, [], "id", nan_to_null=False)
-    newest = np.repeat(grouped.times[grouped.starts + grouped.sizes - 1], grouped.sizes)
-    exponent = grouped.times - newest.astype(np.float64)
-    exponent *= 1.0 / half_life
-    expected = np.exp2(exponent)
-    decay = smoothing._row_decay(grouped, half_life)
-    assert decay.tobytes() == expected.tobytes()  # bit for bit, whichever way it was computed

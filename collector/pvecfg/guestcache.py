@@ -8,11 +8,12 @@ tree only lists and stats the guest configs. A file whose mtime or size differs 
 parsed again; a file gone from the tree is dropped from the cache at the end of the read.
 The other files (.vmlist, ha/resources.cfg, ...) are cached the same way.
 
-Two shortcuts spare the per-file work of an unchanged tree: a guest config directory whose
-listing and whose files' ``(st_mode, st_mtime_ns, st_size)`` all equal the previous read's
-is taken whole (its configs, cache entries and findings), and when every directory was taken
-whole and ``.vmlist`` is unchanged, the cross-check of the configs against ``.vmlist`` is
-too. Every file is still stat()ed on every read.
+Two shortcuts spare the per-file work of an unchanged tree (while the vmid -> pool mapping
+of user.cfg is unchanged too): a guest config directory that held only trusted cached
+configs at the previous read, with the same listing and every file's ``(st_mode,
+st_mtime_ns, st_size)`` unchanged, is taken whole (its configs, cache entries and findings);
+and when every directory was taken whole and the ``.vmlist`` parse is the same, so is the
+cross-check of the configs against ``.vmlist``. Every file is still stat()ed on every read.
 
 A file modified twice within one timestamp tick (pmxcfs keeps whole seconds) with the same
 size keeps its mtime and size: so an entry whose file's mtime lies within ``racy_window_s``

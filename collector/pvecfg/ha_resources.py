@@ -18,6 +18,7 @@ from collector.pvecfg.sectionconfig import (
     parse_section_config,
     unknown_section,
 )
+from collector.pvecfg.slotinit import slot_init
 from collector.pvecfg.values import at, decode_text, finding, parse_bool, parse_int
 from model.snapshot import Finding
 
@@ -53,6 +54,9 @@ class HaResource:
     group: str | None = None
     comment: str | None = None
     line: int = 0
+
+
+_new_resource = slot_init(HaResource)
 
 
 def parse_resources_cfg(
@@ -101,7 +105,7 @@ def _plain_resources(text: str, source: str) -> dict[str, HaResource] | None:
         if fields is None or sid in resources:
             return None
         kind: Literal["vm", "ct"] = "vm" if section_type == "vm" else "ct"
-        resources[sid] = HaResource(sid, kind, int(section_id), *fields, line)
+        resources[sid] = _new_resource(sid, kind, int(section_id), *fields, line)
         line += block.count("\n") + 2
     return resources
 
@@ -153,7 +157,7 @@ def _resource(section: Section, source: str, findings: list[Finding]) -> HaResou
         findings.append(bad_value(section, source, "state", " | ".join(HA_STATES)))
         state = "started"
     comment = values.get("comment")
-    return HaResource(
+    return _new_resource(
         f"{section.type}:{vmid}",
         "vm" if section.type == "vm" else "ct",
         vmid,

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from collector.pvecfg.ha_resources import HaResource
+from collector.pvecfg.slotinit import slot_init
 from collector.pvecfg.values import finding
 from model.snapshot import Finding, HaConfig
 
@@ -30,6 +31,9 @@ class ManagerStatus:
     timestamp: int | None = None
     node_status: dict[str, str] = field(default_factory=dict)
     service_status: dict[str, ServiceStatus] = field(default_factory=dict)
+
+
+_new_status = slot_init(ServiceStatus)
 
 
 def parse_manager_status(
@@ -76,7 +80,7 @@ def parse_manager_status(
             )
             continue
         target = raw.get("target")
-        services[sid] = ServiceStatus(node, state, target if isinstance(target, str) else None)
+        services[sid] = _new_status(node, state, target if isinstance(target, str) else None)
     master = data.get("master_node")
     timestamp = data.get("timestamp")
     return (

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from collector.pvecfg.slotinit import slot_init
 from collector.pvecfg.values import finding
 from model.snapshot import Finding
 
@@ -46,6 +47,9 @@ class Members:
     quorate: bool | None = None
     version: int | None = None
     nodes: dict[str, MemberNode] = field(default_factory=dict)
+
+
+_new_entry = slot_init(VmListEntry)
 
 
 def _load_object(text: str, source: str, findings: list[Finding]) -> dict[str, Any] | None:
@@ -92,7 +96,7 @@ def parse_vmlist(
                 vmid = int(key)
                 version = raw.get("version")
                 # _int_or_none inlined; JSON yields no int subclass but bool
-                entries[vmid] = VmListEntry(
+                entries[vmid] = _new_entry(
                     vmid, node, guest_type, version if type(version) is int else None
                 )
                 continue
