@@ -74,6 +74,7 @@ def serve_simulated(args: argparse.Namespace, cluster: SimulatedCluster) -> int:
         options=BalancerOptions.from_crs(cluster_crs(cluster), method="greedy", scope="all"),
         automation_enabled=args.apply_moves,
         on_result=after_round,
+        freeze_gc_after_first_round=True,
     )
     server = ExporterServer(publisher, ServerConfig(host=args.listen, port=args.port))
     server.start()

@@ -283,6 +283,7 @@ class Daemon:
             clock=clock,
             on_result=self._after_round,
             ha_recommend_only=self._ha_recommend_only,
+            freeze_gc_after_first_round=True,
         )
         self._server: Any = None
         self._scheduler: Any = None

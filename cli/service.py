@@ -3,13 +3,16 @@
 This is the thin wiring the layers meet in: a collect function (any source: files, the
 simulator, later the PVE API) produces a snapshot, the pure balancer decides, the exporter
 publishes the result. A round that fails is published as failed (the last good plan stays
-visible) and the next round runs as usual. APScheduler runs the rounds on an interval with
-``max_instances=1`` and ``coalesce=True``, so rounds never overlap and a slow round does not
-queue up a burst of late ones.
+visible) and the next round runs as usual. After the first successful round a service may
+freeze what exists by then out of the cyclic garbage collector's sight
+(:attr:`RoundRunner.freeze_gc_after_first_round`). APScheduler runs the rounds on an interval
+with ``max_instances=1`` and ``coalesce=True``, so rounds never overlap and a slow round does
+not queue up a burst of late ones.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -56,6 +59,13 @@ class RoundRunner:
     ha_recommend_only: Callable[[Snapshot], bool] | None = None
     """Evaluated on each round's snapshot: True when HA resources are only recommended (the
     built-in CRS auto-rebalances them); published with the round. None: always False."""
+    freeze_gc_after_first_round: bool = False
+    """After the first successful round (and its ``on_result``), once per runner:
+    ``gc.collect()`` then ``gc.freeze()``. What exists by then (the config cache, everything
+    built at start-up and by that round) is long-lived: frozen, later full collections skip it
+    instead of scanning it again every time. A failed round does not count: the next
+    successful one freezes."""
+    _gc_frozen: bool = field(default=False, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run_once(self) -> PublishedRound:
@@ -98,6 +108,11 @@ class RoundRunner:
         log.info("round %.0f ms: %s", duration * 1000, summary_line(result))
         if self.on_result is not None:
             self.on_result(snapshot, result)
+        if self.freeze_gc_after_first_round and not self._gc_frozen:
+            self._gc_frozen = True
+            gc.collect()
+            gc.freeze()
+            log.info("garbage collector: %d objects frozen", gc.get_freeze_count())
         return published
 
 

@@ -44,7 +44,7 @@ on every DS of the layout (``cpu`` as cores), whatever ``columns`` selects.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -240,24 +240,16 @@ def _fetch_one(
     return _Block([ident], first_time, int(step), window.selection.columns, values, known)
 
 
-def _fetch_fast(
-    library: Librrd,
+def _blocks_of_chunks(
+    chunks: list[rrd_fast.Chunk],
     ids: list[str],
     paths: list[str],
     layout: RrdLayout,
     window: _Window,
     findings: list[Finding],
 ) -> list[_Block]:
-    """Fetch ``paths`` through librrd; each run of usable files on a chunk's grid is one block."""
+    """The blocks of fetched ``chunks``: each run of usable files on a chunk's grid is one."""
     blocks: list[_Block] = []
-    chunks = library.fetch_files(
-        paths,
-        window.cf,
-        window.start,
-        window.end,
-        window.resolution,
-        selection=window.selection,
-    )
     offset = 0
     for chunk in chunks:
         run: list[int] = []  # consecutive usable files on the chunk's grid
@@ -314,25 +306,54 @@ def _add_run(
     run.clear()
 
 
-def _fetch_generation(
+_Blocks = Callable[[], list[_Block]]
+"""A generation's fetch, started: called once, it returns the blocks."""
+
+
+def _start_generation(
     rrd_root: Path,
     layout: RrdLayout,
     ids: list[str],
     window: _Window,
     findings: list[Finding],
     library: Librrd | None,
-) -> list[_Block]:
-    """Blocks of the files of ``ids`` in ``layout``'s directory, in ``ids`` order."""
+) -> tuple[_Blocks, Callable[[], None]]:
+    """Start fetching the files of ``ids`` in ``layout``'s directory: a function returning
+    their blocks in ``ids`` order, and one abandoning the fetch instead.
+
+    Through librrd the fetch is submitted now (on the process pool for many files, it runs
+    meanwhile); through the binding it runs when the blocks are asked for.
+    """
     directory = os.path.join(rrd_root, layout.directory)
     paths = [f"{directory}/{ident}" for ident in ids]
     if library is not None:
-        return _fetch_fast(library, ids, paths, layout, window, findings)
-    blocks: list[_Block] = []
-    for ident, path in zip(ids, paths, strict=True):
-        block = _fetch_one(ident, path, layout, window, findings)
-        if block is not None:
-            blocks.append(block)
-    return blocks
+        pending = library.submit_files(
+            paths,
+            window.cf,
+            window.start,
+            window.end,
+            window.resolution,
+            selection=window.selection,
+        )
+
+        def fast() -> list[_Block]:
+            return _blocks_of_chunks(pending.chunks(), ids, paths, layout, window, findings)
+
+        return fast, pending.abandon
+
+    def through_binding() -> list[_Block]:
+        blocks: list[_Block] = []
+        for ident, path in zip(ids, paths, strict=True):
+            block = _fetch_one(ident, path, layout, window, findings)
+            if block is not None:
+                blocks.append(block)
+        return blocks
+
+    return through_binding, _nothing
+
+
+def _nothing() -> None:
+    return None
 
 
 def _old_files_with_news(
@@ -611,6 +632,67 @@ def read_series(
     ``columns`` (default: every DS of the layout) keeps only those DS columns, in layout
     order (ValueError for a name that is not a DS of ``kind``): less frame to build.
     """
+    return start_read(
+        rrd_root,
+        kind,
+        ids,
+        start,
+        end,
+        cf=cf,
+        resolution=resolution,
+        daemon=daemon,
+        now=now,
+        stale_after=stale_after,
+        columns=columns,
+    ).result()
+
+
+class PendingRead:
+    """A :func:`read_series` under way (see :func:`start_read`): :meth:`result` once, or
+    :meth:`abandon`."""
+
+    def __init__(
+        self,
+        finish: Callable[[], SeriesRead],
+        abandons: Sequence[Callable[[], None]] = (),
+    ) -> None:
+        self._finish: Callable[[], SeriesRead] | None = finish
+        self._abandons = abandons
+
+    def result(self) -> SeriesRead:
+        """What :func:`read_series` returns (waits for the fetch)."""
+        if self._finish is None:
+            raise RuntimeError("this read was already finished or abandoned")
+        finish, self._finish = self._finish, None
+        return finish()
+
+    def abandon(self) -> None:
+        """Drop the read (its fetch stopped or waited for, nothing kept)."""
+        if self._finish is None:
+            return
+        self._finish = None
+        for abandon in self._abandons:
+            abandon()
+
+
+def start_read(
+    rrd_root: Path,
+    kind: Kind,
+    ids: Iterable[str] | None,
+    start: int,
+    end: int,
+    *,
+    cf: ConsolidationFunction = "AVERAGE",
+    resolution: int | None = None,
+    daemon: str | None = None,
+    now: int | None = None,
+    stale_after: int = DEFAULT_STALE_AFTER,
+    columns: Sequence[str] | None = None,
+) -> PendingRead:
+    """:func:`read_series`, started: the files are listed (and flushed) now and, for a read
+    of many files through librrd, fetched on the process pool while the caller goes on
+    (e.g. parses the guest configs); the frame is built by :meth:`PendingRead.result`.
+    Invalid arguments raise here."""
     selected = select_columns(kind, columns)
     if end < start:
         raise ValueError(f"window end {end} is before its start {start}")
@@ -652,16 +734,32 @@ def read_series(
     )
     old_needed = _old_files_with_news(rrd_root, old_layout, old_ids, on_disk_current, aligned_start)
     library = _fast_library(bool(current_ids or old_needed), binding_only, findings)
-    current_blocks = _fetch_generation(
+    current_blocks, drop_current = _start_generation(
         rrd_root, current_layout, current_ids, window, findings, library
     )
-    old_blocks = _fetch_generation(rrd_root, old_layout, old_needed, window, findings, library)
-    found = {ident for block in chain(current_blocks, old_blocks) for ident in block.ids}
-    current = _frame_of(kind, current_blocks, selected)
-    old = _frame_of(kind, old_blocks, selected)
-    joined = _join_generations(current, old, kind, cf)
-    findings += _quality_findings(joined, kind, files, end, reference, stale_after)
-    return SeriesRead(conform(joined, kind, columns=selected), findings, found)
+    try:
+        old_blocks, drop_old = _start_generation(
+            rrd_root, old_layout, old_needed, window, findings, library
+        )
+    except BaseException:
+        drop_current()
+        raise
+
+    def finish() -> SeriesRead:
+        try:
+            current_part = current_blocks()
+        except BaseException:
+            drop_old()
+            raise
+        old_part = old_blocks()
+        found = {ident for block in chain(current_part, old_part) for ident in block.ids}
+        current = _frame_of(kind, current_part, selected)
+        old = _frame_of(kind, old_part, selected)
+        joined = _join_generations(current, old, kind, cf)
+        findings.extend(_quality_findings(joined, kind, files, end, reference, stale_after))
+        return SeriesRead(conform(joined, kind, columns=selected), findings, found)
+
+    return PendingRead(finish, (drop_current, drop_old))
 
 
 def _fast_library(fetching: bool, binding_only: bool, findings: list[Finding]) -> Librrd | None:

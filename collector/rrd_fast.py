@@ -26,12 +26,14 @@ the mapping) and ``munmap`` the file, and those serialise on the process's memor
 and send TLB-shootdown interrupts to the other CPUs running the process. For reads of many
 files (:data:`PROCESS_MIN_FILES`), :meth:`Librrd.fetch_files` hands one contiguous part of
 the paths to each worker of a persistent pool of single-threaded processes (created on first
-use, ``fork``, one per CPU; daemonic, and killed by the kernel when the thread that forked
-them ends: ``PR_SET_PDEATHSIG``). Each returns its part as one chunk whose arrays it writes
-into a memfd the parent opened for it (read through ``/proc/<parent>/fd``; else they travel
-pickled, as one buffer). Anything that goes wrong with the pool (it cannot be created, a
-worker dies or raises) makes the affected parts be fetched in this process instead, with
-identical results; a broken pool is replaced on the next call.
+use, ``fork``, one per CPU, niced by :data:`WORKER_NICENESS`; daemonic, and killed by the
+kernel when the thread that forked them ends: ``PR_SET_PDEATHSIG``). Each returns its part
+as one chunk whose arrays it writes into a memfd the parent opened for it (read through
+``/proc/<parent>/fd``; else they travel pickled, as one buffer). Anything that goes wrong
+with the pool (it cannot be created, a worker dies or raises) makes the affected parts be
+fetched in this process instead, with identical results; a broken pool is replaced on the
+next call. :meth:`Librrd.submit_files` starts such a fetch and returns at once: the caller
+does other work (a collect parses the guest configs) and takes the chunks later.
 
 Errors: librrd keeps its error text per thread (``rrd_get_context()`` is thread-local), and
 ``rrd_clear_error`` / ``rrd_get_error`` act on the calling thread's context. Each fetch
@@ -84,6 +86,10 @@ pointers themselves stay in librrd's array, which :class:`_NameTaker` frees."""
 _SCRATCH_FILES = 256
 """Files fetched into the scratch array at a time when a Selection narrows them."""
 _PR_SET_PDEATHSIG = 1
+WORKER_NICENESS = 10
+"""Added to the pool workers' niceness: while a cold collect parses thousands of guest
+configs in its own process (one core, the collect's critical path), the workers' fetch takes
+the other core instead of a third of both; alone, they get every idle core as before."""
 _scratch_local = threading.local()
 
 
@@ -525,15 +531,43 @@ class Librrd:
         several CPUs, else :meth:`fetch_many` on threads; ``processes``, ``threads`` and
         ``serial`` force one way. Every way gives the same results.
         """
+        pending = self.submit_files(
+            paths, cf, start, end, resolution, selection=selection, mode=mode
+        )
+        return pending.chunks()
+
+    def submit_files(
+        self,
+        paths: Sequence[str],
+        cf: str,
+        start: int,
+        end: int,
+        resolution: int,
+        *,
+        selection: Selection | None = None,
+        mode: FetchMode = "auto",
+    ) -> PendingChunks:
+        """:meth:`fetch_files`, started: a fetch on the process pool runs while the caller
+        goes on until it asks for :meth:`PendingChunks.chunks`; one on threads (or serial)
+        runs only then."""
         parallel = process_workers() > 1 and len(paths) >= PROCESS_MIN_FILES
         if mode == "processes" or (mode == "auto" and parallel):
-            return self._fetch_on_processes(paths, cf, start, end, resolution, selection)
+            return self._submit_on_processes(paths, cf, start, end, resolution, selection)
         workers = 1 if mode == "serial" else None
-        return self.fetch_many(
-            paths, cf, start, end, resolution, workers=workers, selection=selection
+        return PendingChunks(
+            functools.partial(
+                self.fetch_many,
+                paths,
+                cf,
+                start,
+                end,
+                resolution,
+                workers=workers,
+                selection=selection,
+            )
         )
 
-    def _fetch_on_processes(
+    def _submit_on_processes(
         self,
         paths: Sequence[str],
         cf: str,
@@ -541,38 +575,88 @@ class Librrd:
         end: int,
         resolution: int,
         selection: Selection | None,
-    ) -> list[Chunk]:
+    ) -> PendingChunks:
         """One contiguous part of ``paths`` per pool worker; failed parts fetched here."""
         if not paths:
-            return []
+            return PendingChunks(list)
         size = -(-len(paths) // process_workers())
         parts = [list(paths[offset : offset + size]) for offset in range(0, len(paths), size)]
         pool = _pool_for(self.name)
         sinks = [_new_sink() if pool is not None else None for _ in parts]
+        futures: list[Future[Chunk | _Shipped] | None] = []
         try:
-            futures: list[Future[Chunk | _Shipped] | None] = []
             for part, sink in zip(parts, sinks, strict=True):
                 task = (part, cf, start, end, resolution, selection, sink)
                 futures.append(_submit(pool, task))
                 if futures[-1] is None:
                     pool = None
-            chunks: list[Chunk] = []
-            for part, sink, future in zip(parts, sinks, futures, strict=True):
-                if future is not None:
-                    try:
-                        chunks.append(_received(future.result(), sink))
-                        continue
-                    except BrokenProcessPool as error:
-                        _discard_pool(pool, error)
-                        pool = None
-                    except Exception as error:  # the worker raised: the part is fetched here
-                        _log.warning("RRD fetch worker failed (%r); fetching its files here", error)
-                chunks += self.fetch_many(part, cf, start, end, resolution, selection=selection)
-            return chunks
-        finally:
-            for sink in sinks:
-                if sink is not None:
-                    os.close(sink[1])
+        except BaseException:
+            _settle(futures, sinks, cancel=True)
+            raise
+
+        def gather() -> list[Chunk]:
+            nonlocal pool
+            try:
+                chunks: list[Chunk] = []
+                for part, sink, future in zip(parts, sinks, futures, strict=True):
+                    if future is not None:
+                        try:
+                            chunks.append(_received(future.result(), sink))
+                            continue
+                        except BrokenProcessPool as error:
+                            _discard_pool(pool, error)
+                            pool = None
+                        except Exception as error:  # the worker raised: the part is fetched here
+                            message = "RRD fetch worker failed (%r); fetching its files here"
+                            _log.warning(message, error)
+                    chunks += self.fetch_many(part, cf, start, end, resolution, selection=selection)
+                return chunks
+            finally:
+                _settle(futures, sinks, cancel=False)
+
+        return PendingChunks(gather, functools.partial(_settle, futures, sinks, cancel=True))
+
+
+class PendingChunks:
+    """A started :meth:`Librrd.submit_files`: :meth:`chunks` once, or :meth:`abandon`."""
+
+    def __init__(
+        self,
+        gather: Callable[[], list[Chunk]],
+        abandon: Callable[[], None] | None = None,
+    ) -> None:
+        self._gather: Callable[[], list[Chunk]] | None = gather
+        self._abandon = abandon
+
+    def chunks(self) -> list[Chunk]:
+        """The chunks, in the order of the paths (waits for the pool's workers)."""
+        if self._gather is None:
+            raise RuntimeError("the chunks of this fetch were already taken or abandoned")
+        gather, self._gather = self._gather, None
+        return gather()
+
+    def abandon(self) -> None:
+        """Drop the fetch: tasks not yet started are cancelled, running ones waited for
+        (a worker may be writing into a memfd of this process), the memfds closed."""
+        if self._gather is None:
+            return
+        self._gather = None
+        if self._abandon is not None:
+            self._abandon()
+
+
+def _settle(
+    futures: Sequence[Future[Any] | None], sinks: Sequence[Sink | None], *, cancel: bool
+) -> None:
+    """Close the memfds of ``sinks`` once no worker can open them any more: each future
+    is cancelled (``cancel``) or else waited for."""
+    for future in futures:
+        if future is not None and not (cancel and future.cancel()):
+            with contextlib.suppress(BaseException):
+                future.exception()
+    for sink in sinks:
+        if sink is not None:
+            os.close(sink[1])
 
 
 @functools.cache
@@ -764,7 +848,8 @@ os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def _init_worker(name: str, parent: int) -> None:
-    """Pool worker set-up: librrd loaded, dies with its parent, leaves Ctrl-C to it."""
+    """Pool worker set-up: librrd loaded, dies with its parent, leaves Ctrl-C to it, runs
+    niced (:data:`WORKER_NICENESS`) with its own garbage collector on."""
     global _worker_library
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError, AttributeError):  # Linux: dies with its parent
@@ -772,6 +857,9 @@ def _init_worker(name: str, parent: int) -> None:
     if os.getppid() != parent:
         os._exit(0)
     gc.freeze()  # the parent's objects, never collected here: their pages stay shared
+    gc.enable()  # forked during a collect that paused the collector (collector.gc_pause)
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     _worker_library = Librrd(name)
 
 

@@ -20,11 +20,12 @@ from typing import Any
 
 import polars as pl
 
+from collector.gc_pause import gc_paused
 from collector.pvecfg.guestcache import GuestConfigCache
 from collector.pvecfg.guestconf import GuestConfig
 from collector.pvecfg.ha_status import ServiceStatus, ha_config
 from collector.pvecfg.tree import PveTree, read_tree
-from collector.rrd import DEFAULT_RRD_ROOT, read_series
+from collector.rrd import DEFAULT_RRD_ROOT, PendingRead, read_series, start_read
 from collector.smoothing import View, characteristic
 from collector.status_dump import parse_status_dump
 from model import Finding, Guest, Node, Snapshot, Storage
@@ -63,19 +64,40 @@ def build_snapshot(
 
     A service passes the same ``cache`` every round, so unchanged config files are only
     stat()ed, not parsed again, and the same ``history``, so the forecast view's days of
-    history are read only every ``history.max_age_s`` seconds.
+    history are read only every ``history.max_age_s`` seconds. The cyclic garbage collector
+    is paused while it runs (:mod:`collector.gc_pause`).
     """
-    options = options or CollectOptions()
-    now = int(time.time()) if options.now is None else options.now
-    tree = read_tree(root, cache=cache)
-    findings: list[Finding] = list(tree.findings)
+    with gc_paused():
+        return _build(root, rrd_root, options or CollectOptions(), cache, history)
 
-    status = _guest_status_from_dump(options.status_dump, findings)
-    node_columns = ["cpu", "memused", "maxcpu", "memtotal"]
-    node_usage = _usage(rrd_root, "node", node_columns, now, options, findings, history)
+
+def _build(
+    root: Path,
+    rrd_root: Path,
+    options: CollectOptions,
+    cache: GuestConfigCache | None,
+    history: HistoryCache | None,
+) -> Snapshot:
+    now = int(time.time()) if options.now is None else options.now
+    # The guests' RRD files (thousands) are fetched on the process pool while this process
+    # parses the configs.
+    guest_columns = ["cpu", "mem"]
+    guest_read = _start_window_read(rrd_root, "guest", guest_columns, now, options)
+    try:
+        tree = read_tree(root, cache=cache)
+        findings: list[Finding] = list(tree.findings)
+        status = _guest_status_from_dump(options.status_dump, findings)
+        node_columns = ["cpu", "memused", "maxcpu", "memtotal"]
+        node_read = _start_window_read(rrd_root, "node", node_columns, now, options)
+        node_usage = _usage(
+            rrd_root, "node", node_read, node_columns, now, options, findings, history
+        )
+    except BaseException:  # the workers' fetch is waited for, its memfds closed
+        guest_read.abandon()
+        raise
     # A guest's newest values are not part of the snapshot: only its view is computed.
     guest_usage = _usage(
-        rrd_root, "guest", ["cpu", "mem"], now, options, findings, history, newest=False
+        rrd_root, "guest", guest_read, guest_columns, now, options, findings, history, newest=False
     )
 
     node_names = _node_names(tree)
@@ -124,20 +146,11 @@ class HistoryCache:
     """How many long-history reads were made (for tests and logs)."""
 
 
-def _usage(
-    rrd_root: Path,
-    kind: Kind,
-    columns: list[str],
-    now: int,
-    options: CollectOptions,
-    findings: list[Finding],
-    history: HistoryCache | None = None,
-    *,
-    newest: bool = True,
-) -> _Usage:
-    """Read the series of every ``kind`` id and reduce them to the chosen view (and, if
-    ``newest``, to their newest known values)."""
-    read = read_series(
+def _start_window_read(
+    rrd_root: Path, kind: Kind, columns: list[str], now: int, options: CollectOptions
+) -> PendingRead:
+    """The read of the window of every ``kind`` series, started."""
+    return start_read(
         rrd_root,
         kind,
         None,
@@ -148,6 +161,23 @@ def _usage(
         now=now,
         columns=columns,
     )
+
+
+def _usage(
+    rrd_root: Path,
+    kind: Kind,
+    pending: PendingRead,
+    columns: list[str],
+    now: int,
+    options: CollectOptions,
+    findings: list[Finding],
+    history: HistoryCache | None = None,
+    *,
+    newest: bool = True,
+) -> _Usage:
+    """The window read of every ``kind`` id (``pending``) reduced to the chosen view (and,
+    if ``newest``, to their newest known values)."""
+    read = pending.result()
     findings.extend(read.findings)
     last = _columns(characteristic(read.frame, columns, "last"), columns) if newest else {}
     if options.usage == "forecast":

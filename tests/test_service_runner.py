@@ -1,8 +1,13 @@
-"""RoundRunner: the HA recommend-only flag is evaluated per round and published with it."""
+"""RoundRunner: the HA recommend-only flag is evaluated per round and published with it; the
+heap is frozen out of the garbage collector's sight after the first successful round."""
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from dataclasses import replace
+
+import pytest
 
 from cli.service import RoundRunner
 from exporters.state import RoundPublisher
@@ -43,3 +48,95 @@ def test_ha_recommend_only_defaults_to_false() -> None:
     published = runner.run_once()
     assert published.ok
     assert published.ha_recommend_only is False
+
+
+@pytest.fixture
+def unfrozen() -> Iterator[None]:
+    """Nothing frozen before the test, and nothing left frozen after it."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def counting_freezes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """gc.freeze as the runner calls it, each call noted (and made)."""
+    calls: list[int] = []
+    real = gc.freeze
+
+    def counting() -> None:
+        calls.append(1)
+        real()
+
+    monkeypatch.setattr(gc, "freeze", counting)
+    return calls
+
+
+def test_the_first_successful_round_freezes_the_heap_once(
+    unfrozen: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    freezes = counting_freezes(monkeypatch)
+    runner = RoundRunner(
+        collect=make_snapshot,
+        publisher=RoundPublisher(),
+        clock=lambda: FINISHED_AT,
+        freeze_gc_after_first_round=True,
+    )
+    assert gc.get_freeze_count() == 0
+
+    assert runner.run_once().ok
+    after_first = gc.get_freeze_count()
+    assert after_first > 0
+    assert freezes == [1]
+
+    assert runner.run_once().ok
+    # Not frozen again: the count may only shrink (frozen objects freed by refcount).
+    assert gc.get_freeze_count() <= after_first
+    assert freezes == [1]
+
+
+def test_a_failed_first_round_does_not_freeze_the_next_successful_one_does(
+    unfrozen: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    freezes = counting_freezes(monkeypatch)
+    outcomes: Iterator[Snapshot | None] = iter([None, make_snapshot(), make_snapshot()])
+
+    def collect() -> Snapshot:
+        snapshot = next(outcomes)
+        if snapshot is None:
+            raise RuntimeError("collect failed")
+        return snapshot
+
+    runner = RoundRunner(
+        collect=collect,
+        publisher=RoundPublisher(),
+        clock=lambda: FINISHED_AT,
+        freeze_gc_after_first_round=True,
+    )
+
+    assert not runner.run_once().ok
+    assert gc.get_freeze_count() == 0
+    assert freezes == []
+
+    assert runner.run_once().ok
+    after_success = gc.get_freeze_count()
+    assert after_success > 0
+    assert freezes == [1]
+
+    assert runner.run_once().ok
+    assert gc.get_freeze_count() <= after_success
+    assert freezes == [1]
+
+
+def test_without_the_flag_nothing_is_frozen(
+    unfrozen: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    freezes = counting_freezes(monkeypatch)
+    runner = RoundRunner(
+        collect=make_snapshot, publisher=RoundPublisher(), clock=lambda: FINISHED_AT
+    )
+
+    for _ in range(2):
+        assert runner.run_once().ok
+
+    assert gc.get_freeze_count() == 0
+    assert freezes == []
