@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,20 @@ def ensure_cluster(path: Path, nodes: int, guests: int, seed: int) -> int:
     meta = {"nodes": nodes, "guests": guests, "seed": seed, "now": cluster.now}
     marker.write_text(json.dumps(meta))
     return int(cluster.now)
+
+
+def python_speed_ms() -> float:
+    """Time of a fixed piece of pure-Python text work (20,000 ``key: value`` lines split,
+    stripped and stored): how fast this shared machine runs the collector's kind of work
+    right now. The vCPUs of the reference machine vary by up to 1.5x from one minute to the
+    next; figures are comparable only at a similar calibration."""
+    lines = [f"key{i % 40}: value {i}" for i in range(20_000)]
+    started = time.perf_counter()
+    table: dict[str, str] = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        table[key] = value.strip()
+    return (time.perf_counter() - started) * 1000
 
 
 def one_run(cluster: Path, now: int, usage: View, rounds: int) -> dict[str, Any]:
@@ -109,7 +124,9 @@ def main() -> None:
         return
     now = ensure_cluster(args.cluster, args.nodes, args.guests, args.seed)
     runs = []
+    speeds: list[float] = []
     for _ in range(args.runs):
+        speeds.append(min(python_speed_ms() for _ in range(5)))
         child = [sys.executable, "-m", "bench.bench_collect", "--child"]
         child += ["--cluster", str(args.cluster), "--now", str(now), "--usage", args.usage]
         child += ["--rounds", str(args.rounds)]
@@ -122,6 +139,10 @@ def main() -> None:
     warm = [w for r in runs for w in r["walls"][1:]]
     warm_cpu = [c for r in runs for c in r["cpus"][1:]]
     print(f"command: {' '.join(sys.argv)}")
+    print(
+        f"python speed calibration: median {statistics.median(speeds):.2f} ms "
+        f"(range {min(speeds):.2f}-{max(speeds):.2f}), load average {os.getloadavg()[0]:.2f}"
+    )
     print(
         f"cluster: {args.nodes} nodes, {runs[0]['guests']} guests, window 1h, usage "
         f"{args.usage}, {runs[0]['findings']} findings"
