@@ -52,7 +52,9 @@ def main() -> None:
     options = BalancerOptions(
         method="greedy", scope="all", threshold=1.0, hold_duration=0, max_moves=10
     )
-    runner = RoundRunner(collect=collect, publisher=publisher, options=options)
+    runner = RoundRunner(
+        collect=collect, publisher=publisher, options=options, freeze_gc_after_first_round=True
+    )  # as the service (Daemon) runs it
     walls: list[float] = []
     moves = 0
     exposition = 0
