@@ -24,7 +24,7 @@ from collector.gc_pause import gc_paused
 from collector.pvecfg.guestcache import GuestConfigCache
 from collector.pvecfg.guestconf import GuestConfig
 from collector.pvecfg.ha_status import ServiceStatus, ha_config
-from collector.pvecfg.tree import PveTree, read_tree
+from collector.pvecfg.tree import PveTree, read_tree, require_root
 from collector.rrd import DEFAULT_RRD_ROOT, PendingRead, read_series, start_read
 from collector.smoothing import View, characteristic
 from collector.status_dump import parse_status_dump
@@ -82,6 +82,7 @@ def _build(
     # The guests' RRD files (thousands) are fetched on the process pool while this process
     # parses the configs.
     guest_columns = ["cpu", "mem"]
+    require_root(root)  # before the pool starts fetching for a tree that is not there
     guest_read = _start_window_read(rrd_root, "guest", guest_columns, now, options)
     try:
         tree = read_tree(root, cache=cache)

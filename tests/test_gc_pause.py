@@ -91,12 +91,30 @@ def test_build_snapshot_runs_with_the_collector_paused(
 def test_build_snapshot_enables_it_again_when_it_raises(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    seen: list[bool] = []
+
+    def failing_read_tree(*_: object, **__: object) -> None:
+        seen.append(gc.isenabled())
+        raise OSError("pmxcfs went away")
+
+    monkeypatch.setattr(snapshot_builder, "read_tree", failing_read_tree)
+    (tmp_path / "pve").mkdir()
+    with pytest.raises(OSError, match="pmxcfs went away"):
+        build_snapshot(tmp_path / "pve", tmp_path)
+
+    assert seen == [False]
+    assert gc.isenabled()
+
+
+def test_a_missing_root_fails_before_the_configs_with_the_collector_enabled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen = record_gc_state_in_read_tree(monkeypatch)
 
     with pytest.raises(PveTreeNotFoundError):
         build_snapshot(tmp_path / "nope", tmp_path)
 
-    assert seen == [False]
+    assert seen == []  # refused before reading anything
     assert gc.isenabled()
 
 

@@ -244,13 +244,8 @@ def test_an_abandoned_read_leaves_no_descriptor_and_cannot_be_finished(
 # --- build_snapshot --------------------------------------------------------------------------
 
 
-def test_a_missing_pve_root_abandons_the_guest_read_on_the_pool(
-    big_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool
-) -> None:
-    assert rrd_fast.PROCESS_MIN_FILES <= BIG_GUESTS  # the default threshold sends it to the pool
-    monkeypatch.setattr(rrd_fast, "process_workers", lambda: 2)
-    librrd = library()
-    librrd.fetch_files(guest_paths(big_root)[:1], *WINDOW, mode="processes")  # forks the pool
+def record_sinks(monkeypatch: pytest.MonkeyPatch) -> list[rrd_fast.Sink | None]:
+    """The memfd sinks made from now on (one per pool part of a fetch)."""
     sinks: list[rrd_fast.Sink | None] = []
     real_sink = rrd_fast._new_sink
 
@@ -259,10 +254,42 @@ def test_a_missing_pve_root_abandons_the_guest_read_on_the_pool(
         return sinks[-1]
 
     monkeypatch.setattr(rrd_fast, "_new_sink", recording_sink)
+    return sinks
+
+
+def test_a_missing_pve_root_fails_before_any_fetch_starts(
+    big_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool
+) -> None:
+    monkeypatch.setattr(rrd_fast, "process_workers", lambda: 2)
+    library().fetch_files(guest_paths(big_root)[:1], *WINDOW, mode="processes")  # forks the pool
+    sinks = record_sinks(monkeypatch)
     before = fd_count()
 
-    with pytest.raises(PveTreeNotFoundError):
+    with pytest.raises(PveTreeNotFoundError, match="does not exist"):
         build_snapshot(tmp_path / "nope", big_root, CollectOptions(now=NOW))
+
+    assert sinks == []
+    assert fd_count() == before
+
+
+def test_a_failing_config_read_abandons_the_guest_read_on_the_pool(
+    big_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool
+) -> None:
+    from collector import snapshot_builder
+
+    assert rrd_fast.PROCESS_MIN_FILES <= BIG_GUESTS  # the default threshold sends it to the pool
+    monkeypatch.setattr(rrd_fast, "process_workers", lambda: 2)
+    library().fetch_files(guest_paths(big_root)[:1], *WINDOW, mode="processes")  # forks the pool
+    sinks = record_sinks(monkeypatch)
+    (tmp_path / "pve").mkdir()
+    before = fd_count()
+
+    def broken_tree(*_: object, **__: object) -> None:
+        raise OSError("pmxcfs went away")
+
+    monkeypatch.setattr(snapshot_builder, "read_tree", broken_tree)
+    with pytest.raises(OSError, match="pmxcfs went away"):
+        build_snapshot(tmp_path / "pve", big_root, CollectOptions(now=NOW))
 
     assert len(sinks) == 2  # the guest read went to the pool: one sink per worker
     assert all(sink is not None for sink in sinks)

@@ -102,9 +102,7 @@ def read_tree(root: Path | str, *, cache: GuestConfigCache | None = None) -> Pve
     With a ``cache``, files unchanged since an earlier read with the same cache are not read
     or parsed again; the result is the same as without one.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise PveTreeNotFoundError(f"/etc/pve root {str(root)!r} does not exist or is not a dir")
+    root = require_root(root)
     tree = PveTree(root=root)
     cache_pass = cache.begin(os.fspath(root)) if cache is not None else None
     reader = _Reader(root, tree.findings, cache_pass)
@@ -143,6 +141,14 @@ def read_tree(root: Path | str, *, cache: GuestConfigCache | None = None) -> Pve
     if tree.storages or (root / "storage.cfg").is_file():
         tree.findings.extend(_unknown_storages(tree))
     return tree
+
+
+def require_root(root: Path | str) -> Path:
+    """``root`` as a Path; PveTreeNotFoundError if it does not exist or is not a directory."""
+    root = Path(root)
+    if not root.is_dir():
+        raise PveTreeNotFoundError(f"/etc/pve root {str(root)!r} does not exist or is not a dir")
+    return root
 
 
 class _Reader:
