@@ -349,11 +349,7 @@ def _start_generation(
                 blocks.append(block)
         return blocks
 
-    return through_binding, _nothing
-
-
-def _nothing() -> None:
-    return None
+    return through_binding, lambda: None
 
 
 def _old_files_with_news(
@@ -660,11 +656,17 @@ class PendingRead:
         self._abandons = abandons
 
     def result(self) -> SeriesRead:
-        """What :func:`read_series` returns (waits for the fetch)."""
+        """What :func:`read_series` returns (waits for the fetch). If it fails, what of the
+        fetch is still under way is abandoned (a part already taken abandons as nothing)."""
         if self._finish is None:
             raise RuntimeError("this read was already finished or abandoned")
         finish, self._finish = self._finish, None
-        return finish()
+        try:
+            return finish()
+        except BaseException:
+            for abandon in self._abandons:
+                abandon()
+            raise
 
     def abandon(self) -> None:
         """Drop the read (its fetch stopped or waited for, nothing kept)."""
@@ -746,11 +748,7 @@ def start_read(
         raise
 
     def finish() -> SeriesRead:
-        try:
-            current_part = current_blocks()
-        except BaseException:
-            drop_old()
-            raise
+        current_part = current_blocks()
         old_part = old_blocks()
         found = {ident for block in chain(current_part, old_part) for ident in block.ids}
         current = _frame_of(kind, current_part, selected)

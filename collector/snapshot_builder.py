@@ -79,10 +79,10 @@ def _build(
     history: HistoryCache | None,
 ) -> Snapshot:
     now = int(time.time()) if options.now is None else options.now
+    require_root(root)  # before the pool starts fetching for a tree that is not there
     # The guests' RRD files (thousands) are fetched on the process pool while this process
     # parses the configs.
     guest_columns = ["cpu", "mem"]
-    require_root(root)  # before the pool starts fetching for a tree that is not there
     guest_read = _start_window_read(rrd_root, "guest", guest_columns, now, options)
     try:
         tree = read_tree(root, cache=cache)

@@ -15,11 +15,12 @@ from collector.pvecfg.sectionconfig import (
     Section,
     bad_value,
     check_keys,
+    flag_value,
     parse_section_config,
     unknown_section,
 )
 from collector.pvecfg.slotinit import slot_init
-from collector.pvecfg.values import at, decode_text, finding, parse_bool, parse_int
+from collector.pvecfg.values import at, decode_text, finding, parse_int
 from model.snapshot import Finding
 
 HA_STATES = ("started", "stopped", "disabled", "ignored")
@@ -162,24 +163,14 @@ def _resource(section: Section, source: str, findings: list[Finding]) -> HaResou
         "vm" if section.type == "vm" else "ct",
         vmid,
         state,
-        _flag(section, source, "failback", True, findings),
+        flag_value(section, source, "failback", findings, default=True),
         _count(section, source, "max_restart", findings),
         _count(section, source, "max_relocate", findings),
-        _flag(section, source, "auto-rebalance", True, findings),
+        flag_value(section, source, "auto-rebalance", findings, default=True),
         values.get("group") or None,
         decode_text(comment) if comment else None,
         section.line,
     )
-
-
-def _flag(section: Section, source: str, key: str, default: bool, findings: list[Finding]) -> bool:
-    if key not in section.values:
-        return default
-    value = parse_bool(section.values[key])
-    if value is None:
-        findings.append(bad_value(section, source, key, "0 or 1"))
-        return default
-    return value
 
 
 def _count(section: Section, source: str, key: str, findings: list[Finding]) -> int:

@@ -19,10 +19,11 @@ from collector.pvecfg.sectionconfig import (
     Section,
     bad_value,
     check_keys,
+    flag_value,
     parse_section_config,
     unknown_section,
 )
-from collector.pvecfg.values import at, decode_text, finding, parse_bool
+from collector.pvecfg.values import at, decode_text, finding
 from model.snapshot import Finding, Rule
 
 _SID = re.compile(r"^(?:(vm|ct):)?(\d+)$")
@@ -87,7 +88,7 @@ def _rule(
     if not resources:
         findings.append(_skipped(section, source, "no valid resource"))
         return None
-    disable = _flag(section, source, "disable", findings)
+    disable = flag_value(section, source, "disable", findings)
     if section.type == "resource-affinity":
         affinity = section.values["affinity"]
         if affinity not in ("positive", "negative"):
@@ -110,7 +111,7 @@ def _rule(
         type="node-affinity",
         resources=resources,
         nodes=nodes,
-        strict=_flag(section, source, "strict", findings),
+        strict=flag_value(section, source, "strict", findings),
         disable=disable,
     )
 
@@ -121,16 +122,6 @@ def _skipped(section: Section, source: str, reason: str) -> Finding:
         at(source, section.line),
         f"section '{section.type}: {section.id}': {reason}, section skipped",
     )
-
-
-def _flag(section: Section, source: str, key: str, findings: list[Finding]) -> bool:
-    if key not in section.values:
-        return False
-    value = parse_bool(section.values[key])
-    if value is None:
-        findings.append(bad_value(section, source, key, "0 or 1"))
-        return False
-    return value
 
 
 def _parse_sids(
@@ -203,8 +194,8 @@ def parse_groups_cfg(
         groups[section.id] = HaGroup(
             id=section.id,
             nodes=nodes,
-            restricted=_flag(section, source, "restricted", findings),
-            nofailback=_flag(section, source, "nofailback", findings),
+            restricted=flag_value(section, source, "restricted", findings),
+            nofailback=flag_value(section, source, "nofailback", findings),
             comment=decode_text(comment) if comment else None,
             line=section.line,
         )

@@ -13,7 +13,7 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from collector.pvecfg.values import at, finding
+from collector.pvecfg.values import at, finding, parse_bool
 from model.snapshot import Finding
 
 _HEADER = re.compile(r"^(\S+):\s*(\S+)\s*$")
@@ -158,6 +158,19 @@ def bad_value(section: Section, source: str, key: str, expected: str) -> Finding
         f"section '{section.type}: {section.id}': bad value {section.values.get(key)!r} "
         f"for '{key}' (expected {expected})",
     )
+
+
+def flag_value(
+    section: Section, source: str, key: str, findings: list[Finding], default: bool = False
+) -> bool:
+    """The boolean property ``key`` (``default`` when absent or unparsable: a finding)."""
+    if key not in section.values:
+        return default
+    value = parse_bool(section.values[key])
+    if value is None:
+        findings.append(bad_value(section, source, key, "0 or 1"))
+        return default
+    return value
 
 
 def unknown_section(section: Section, source: str) -> Finding:
