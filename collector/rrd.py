@@ -44,11 +44,11 @@ on every DS of the layout (``cpu`` as cores), whatever ``columns`` selects.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,7 @@ import rrdtool
 from collector import rrd_fast
 from collector.rrd_fast import FetchError, Librrd, Selection
 from collector.series import ID_COLUMN, TIME_COLUMN, conform, select_columns, value_columns
+from collector.smoothing import EwmaPart, characteristic, ewma_parts, frame_of_parts
 from model import Finding
 from model.rrd_schema import LAYOUTS, STEP, Kind, RrdLayout
 
@@ -84,6 +85,16 @@ class SeriesRead:
     findings: list[Finding] = field(default_factory=list)
     found_ids: set[str] = field(default_factory=set)
     """Ids with at least one readable file (whether or not it held known values)."""
+
+
+@dataclass(slots=True)
+class SeriesView:
+    """What :meth:`PendingRead.ewma` produced: the series already reduced to their EWMA."""
+
+    frame: pl.DataFrame
+    """``characteristic(read.frame, columns, "ewma", ...)`` of the read (one row per id)."""
+    findings: list[Finding] = field(default_factory=list)
+    found_ids: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -241,18 +252,26 @@ def _fetch_one(
 
 
 def _blocks_of_chunks(
-    chunks: list[rrd_fast.Chunk],
+    chunks: Iterable[rrd_fast.Chunk],
     ids: list[str],
     paths: list[str],
     layout: RrdLayout,
     window: _Window,
     findings: list[Finding],
-) -> list[_Block]:
-    """The blocks of fetched ``chunks``: each run of usable files on a chunk's grid is one."""
-    blocks: list[_Block] = []
+) -> Iterator[list[_Block]]:
+    """The blocks of each fetched chunk, as the chunks come: each run of usable files on a
+    chunk's grid is one."""
     offset = 0
     for chunk in chunks:
-        run: list[int] = []  # consecutive usable files on the chunk's grid
+        blocks: list[_Block] = []
+        entries = chunk.entries
+        if chunk.stacked is not None and entries.count(layout.ds) == len(entries):
+            run = list(range(len(entries)))  # the usual chunk: all on its grid, as laid out
+            _add_run(blocks, chunk, run, ids, offset, window)
+            offset += len(entries)
+            yield blocks
+            continue
+        run = []  # consecutive usable files on the chunk's grid
         on_grid = chunk.on_grid.tolist() if chunk.on_grid is not None else None
         for index, entry in enumerate(chunk.entries):
             if on_grid is not None and on_grid[index]:  # the entry is the file's DS list
@@ -271,8 +290,8 @@ def _blocks_of_chunks(
                     blocks.append(_block_of(ids[offset + index], result, window))
             _add_run(blocks, chunk, run, ids, offset, window)
         _add_run(blocks, chunk, run, ids, offset, window)
-        offset += len(chunk.entries)
-    return blocks
+        offset += len(entries)
+        yield blocks
 
 
 def _block_of(ident: str, result: rrd_fast.Fetched, window: _Window) -> _Block:
@@ -306,8 +325,9 @@ def _add_run(
     run.clear()
 
 
-_Blocks = Callable[[], list[_Block]]
-"""A generation's fetch, started: called once, it returns the blocks."""
+_Blocks = Callable[[], Iterator[list[_Block]]]
+"""A generation's fetch, started: called once, it yields the blocks of each fetched chunk
+(in ``ids`` order) as the chunks come."""
 
 
 def _start_generation(
@@ -318,8 +338,9 @@ def _start_generation(
     findings: list[Finding],
     library: Librrd | None,
 ) -> tuple[_Blocks, Callable[[], None]]:
-    """Start fetching the files of ``ids`` in ``layout``'s directory: a function returning
-    their blocks in ``ids`` order, and one abandoning the fetch instead.
+    """Start fetching the files of ``ids`` in ``layout``'s directory: a function yielding
+    their blocks (see :data:`_Blocks`), and one abandoning the fetch instead. What the
+    fetch finds wrong with the files goes to ``findings``.
 
     Through librrd the fetch is submitted now (on the process pool for many files, it runs
     meanwhile); through the binding it runs when the blocks are asked for.
@@ -336,18 +357,18 @@ def _start_generation(
             selection=window.selection,
         )
 
-        def fast() -> list[_Block]:
-            return _blocks_of_chunks(pending.chunks(), ids, paths, layout, window, findings)
+        def fast() -> Iterator[list[_Block]]:
+            return _blocks_of_chunks(pending.each(), ids, paths, layout, window, findings)
 
         return fast, pending.abandon
 
-    def through_binding() -> list[_Block]:
+    def through_binding() -> Iterator[list[_Block]]:
         blocks: list[_Block] = []
         for ident, path in zip(ids, paths, strict=True):
             block = _fetch_one(ident, path, layout, window, findings)
             if block is not None:
                 blocks.append(block)
-        return blocks
+        yield blocks
 
     return through_binding, lambda: None
 
@@ -382,24 +403,57 @@ def _internal_schema(columns: tuple[str, ...]) -> dict[str, pl.DataType]:
     return schema
 
 
-def _frame_of(kind: Kind, blocks: list[_Block], columns: tuple[str, ...]) -> pl.DataFrame:
-    """The frame of ``columns`` (plus step and known columns) of ``blocks``, in their order.
+@dataclass(slots=True)
+class _Rows:
+    """The rows of blocks as flat arrays, in block order: a frame before it is made."""
 
-    Each output column is one numpy array filled block by block (one strided copy, ``cpu``
-    multiplied into cores on the way) and handed to polars as it is, NaN marked as null.
-    Blocks come in id order and rows in time order, so no sort is needed. ``blocks`` is
-    emptied on the way: each block's memory is released as soon as it has been copied.
-    """
+    ids: list[str]
+    sizes: npt.NDArray[np.int64]
+    """Rows of each id (consecutive)."""
+    times: npt.NDArray[np.int64]
+    steps: npt.NDArray[np.int64]
+    known: npt.NDArray[np.bool_]
+    values: list[npt.NDArray[np.float64]]
+    """One array per column of the read, NaN where unknown."""
+
+
+def _frame_of(kind: Kind, blocks: list[_Block], columns: tuple[str, ...]) -> pl.DataFrame:
+    """The frame of ``columns`` (plus step and known columns) of ``blocks``, in their order:
+    the arrays of :func:`_rows_of` handed to polars as they are, NaN marked as null."""
     if not blocks:
         return pl.DataFrame(schema=_internal_schema(columns))
+    rows = _rows_of(kind, blocks, columns)
+    owner = np.repeat(np.arange(len(rows.ids)), rows.sizes)
+    return pl.DataFrame(
+        [
+            pl.Series(ID_COLUMN, rows.ids, dtype=pl.Utf8).gather(owner),
+            pl.Series(TIME_COLUMN, rows.times, dtype=pl.Int64),
+            *(
+                pl.Series(name, output, dtype=pl.Float64, nan_to_null=True)
+                for output, name in zip(rows.values, columns, strict=True)
+            ),
+            pl.Series(_STEP_COLUMN, rows.steps, dtype=pl.Int64),
+            pl.Series(_KNOWN_COLUMN, rows.known, dtype=pl.Boolean),
+        ]
+    )
+
+
+def _rows_of(kind: Kind, blocks: list[_Block], columns: tuple[str, ...]) -> _Rows:
+    """The rows of ``columns`` (plus step and known flags) of ``blocks``, in their order.
+
+    Each output column is one numpy array filled block by block (one strided copy, ``cpu``
+    multiplied into cores on the way). Blocks come in id order and rows in time order, so
+    no sort is needed. ``blocks`` is emptied on the way: each block's memory is released as
+    soon as it has been copied.
+    """
     layout_ds = value_columns(kind)
     cores = "cpu" in layout_ds and "maxcpu" in layout_ds
     ids = [ident for block in blocks for ident in block.ids]
     rows_per_file = np.repeat(
         [block.values.shape[1] for block in blocks], [len(block.ids) for block in blocks]
-    )
+    ).astype(np.int64)
     ends = np.cumsum([block.values.shape[0] * block.values.shape[1] for block in blocks])
-    total = int(ends[-1])
+    total = int(ends[-1]) if blocks else 0
     outputs = [np.empty(total) for _ in columns]
     times = np.empty(total, np.int64)
     steps = np.empty(total, np.int64)
@@ -426,19 +480,7 @@ def _frame_of(kind: Kind, blocks: list[_Block], columns: tuple[str, ...]) -> pl.
                 target.fill(np.nan)
             else:
                 np.copyto(target, block.values[:, :, source])
-    owner = np.repeat(np.arange(len(ids)), rows_per_file)
-    return pl.DataFrame(
-        [
-            pl.Series(ID_COLUMN, ids, dtype=pl.Utf8).gather(owner),
-            pl.Series(TIME_COLUMN, times, dtype=pl.Int64),
-            *(
-                pl.Series(name, output, dtype=pl.Float64, nan_to_null=True)
-                for output, name in zip(outputs, columns, strict=True)
-            ),
-            pl.Series(_STEP_COLUMN, steps, dtype=pl.Int64),
-            pl.Series(_KNOWN_COLUMN, known, dtype=pl.Boolean),
-        ]
-    )
+    return _Rows(ids, rows_per_file, times, steps, known, outputs)
 
 
 def _value_columns_of(frame: pl.DataFrame) -> list[str]:
@@ -560,7 +602,19 @@ def _quality_findings(
         known = pl.col(_KNOWN_COLUMN)
     else:
         known = pl.any_horizontal(pl.col(value_columns(kind)).is_not_null())
-    ids, any_known, last_known, steps = _per_series(frame, known)
+    return _series_findings(_per_series(frame, known), kind, files, end, now, stale_after)
+
+
+_PerSeries = tuple[list[str], npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]
+"""Per id, in id order: the id, whether a row is known, the newest known row's time (int64
+minimum when none) and the largest step."""
+
+
+def _series_findings(
+    series: _PerSeries, kind: Kind, files: _Files, end: int, now: int, stale_after: int
+) -> list[Finding]:
+    """:func:`_quality_findings` of the series summed up as :data:`_PerSeries`."""
+    ids, any_known, last_known, steps = series
     judge_staleness = end >= now - stale_after
     findings: list[Finding] = []
     for index in np.flatnonzero(~any_known).tolist():
@@ -585,24 +639,35 @@ def _quality_findings(
     return findings
 
 
-def _per_series(
-    frame: pl.DataFrame, known: pl.Expr
-) -> tuple[list[str], npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Per id, in id order: whether a row is ``known``, the newest known row's time (int64
-    minimum when none) and the largest step. One reduction per column over the runs of
-    rows of each id (a frame that does not hold each id's rows together is sorted first)."""
+def _per_series(frame: pl.DataFrame, known: pl.Expr) -> _PerSeries:
+    """The frame's series summed up, a row being known where ``known`` holds. One reduction
+    per column over the runs of rows of each id (a frame that does not hold each id's rows
+    together is sorted first)."""
     run = frame[ID_COLUMN].rle_id().to_numpy()
     starts = np.flatnonzero(np.diff(run, prepend=-1))
     ids: list[str] = frame[ID_COLUMN].gather(starts).to_list()
     if len(set(ids)) != len(ids) or ids != sorted(ids):
         return _per_series(frame.sort(ID_COLUMN, TIME_COLUMN), known)
     is_known = frame.select(known.fill_null(False)).to_series().to_numpy()
-    times = np.where(is_known, frame[TIME_COLUMN].to_numpy(), np.iinfo(np.int64).min)
+    return _summed_up(
+        ids, starts, is_known, frame[TIME_COLUMN].to_numpy(), frame[_STEP_COLUMN].to_numpy()
+    )
+
+
+def _summed_up(
+    ids: list[str],
+    starts: npt.NDArray[np.int64],
+    known: npt.NDArray[np.bool_],
+    times: npt.NDArray[np.int64],
+    steps: npt.NDArray[np.int64],
+) -> _PerSeries:
+    """:data:`_PerSeries` of rows grouped by id at ``starts`` (no empty group)."""
+    known_times = np.where(known, times, np.iinfo(np.int64).min)
     return (
         ids,
-        np.logical_or.reduceat(is_known, starts),
-        np.maximum.reduceat(times, starts),
-        np.maximum.reduceat(frame[_STEP_COLUMN].to_numpy(), starts),
+        np.logical_or.reduceat(known, starts),
+        np.maximum.reduceat(known_times, starts),
+        np.maximum.reduceat(steps, starts),
     )
 
 
@@ -643,26 +708,45 @@ def read_series(
     ).result()
 
 
+R = TypeVar("R")
+
+
 class PendingRead:
-    """A :func:`read_series` under way (see :func:`start_read`): :meth:`result` once, or
-    :meth:`abandon`."""
+    """A :func:`read_series` under way (see :func:`start_read`): :meth:`result` or
+    :meth:`ewma` once, or :meth:`abandon`."""
 
     def __init__(
         self,
         finish: Callable[[], SeriesRead],
         abandons: Sequence[Callable[[], None]] = (),
+        finish_ewma: Callable[[float], SeriesView] | None = None,
     ) -> None:
         self._finish: Callable[[], SeriesRead] | None = finish
         self._abandons = abandons
+        self._finish_ewma = finish_ewma
 
     def result(self) -> SeriesRead:
         """What :func:`read_series` returns (waits for the fetch). If it fails, what of the
         fetch is still under way is abandoned (a part already taken abandons as nothing)."""
+        return self._take(lambda finish: finish())
+
+    def ewma(self, half_life_s: float) -> SeriesView:
+        """The read reduced to the ``ewma`` view of its columns: the frame
+        ``characteristic(result().frame, columns, "ewma", half_life_s=half_life_s)`` with the
+        findings and found ids of :meth:`result`, to the bit, but without making the read's
+        long frame when no old-generation rows must be joined in (the usual case): its
+        arrays go straight to :func:`collector.smoothing.ewma_of_runs`."""
+        if self._finish_ewma is None:
+            return self._take(lambda finish: _ewma_view(finish(), half_life_s))
+        finish_ewma = self._finish_ewma
+        return self._take(lambda _: finish_ewma(half_life_s))
+
+    def _take(self, finishing: Callable[[Callable[[], SeriesRead]], R]) -> R:
         if self._finish is None:
             raise RuntimeError("this read was already finished or abandoned")
         finish, self._finish = self._finish, None
         try:
-            return finish()
+            return finishing(finish)
         except BaseException:
             for abandon in self._abandons:
                 abandon()
@@ -675,6 +759,12 @@ class PendingRead:
         self._finish = None
         for abandon in self._abandons:
             abandon()
+
+
+def _ewma_view(read: SeriesRead, half_life_s: float) -> SeriesView:
+    columns = _value_columns_of(read.frame)
+    view = characteristic(read.frame, columns, "ewma", half_life_s=half_life_s)
+    return SeriesView(view, read.findings, read.found_ids)
 
 
 def start_read(
@@ -736,20 +826,26 @@ def start_read(
     )
     old_needed = _old_files_with_news(rrd_root, old_layout, old_ids, on_disk_current, aligned_start)
     library = _fast_library(bool(current_ids or old_needed), binding_only, findings)
+    # Each generation's fetch reports into its own list: the findings of a read are always
+    # those of the listing, of the current files, of the old files, then of the series.
+    current_findings: list[Finding] = []
+    old_findings: list[Finding] = []
     current_blocks, drop_current = _start_generation(
-        rrd_root, current_layout, current_ids, window, findings, library
+        rrd_root, current_layout, current_ids, window, current_findings, library
     )
     try:
         old_blocks, drop_old = _start_generation(
-            rrd_root, old_layout, old_needed, window, findings, library
+            rrd_root, old_layout, old_needed, window, old_findings, library
         )
     except BaseException:
         drop_current()
         raise
 
     def finish() -> SeriesRead:
-        current_part = current_blocks()
-        old_part = old_blocks()
+        return joined_read(_all(current_blocks()), _all(old_blocks()))
+
+    def joined_read(current_part: list[_Block], old_part: list[_Block]) -> SeriesRead:
+        findings.extend(current_findings + old_findings)
         found = {ident for block in chain(current_part, old_part) for ident in block.ids}
         current = _frame_of(kind, current_part, selected)
         old = _frame_of(kind, old_part, selected)
@@ -757,7 +853,37 @@ def start_read(
         findings.extend(_quality_findings(joined, kind, files, end, reference, stale_after))
         return SeriesRead(conform(joined, kind, columns=selected), findings, found)
 
-    return PendingRead(finish, (drop_current, drop_old))
+    def finish_ewma(half_life_s: float) -> SeriesView:
+        old_part = _all(old_blocks())
+        if old_part:
+            return _ewma_view(joined_read(_all(current_blocks()), old_part), half_life_s)
+        # Chunk by chunk as the fetch hands them over: the EWMA and the findings of an id
+        # depend on its own rows only.
+        parts: list[EwmaPart] = []
+        series_findings: list[Finding] = []
+        found: set[str] = set()
+        for blocks in current_blocks():
+            rows = _rows_of(kind, blocks, selected)
+            found.update(rows.ids)
+            with_rows = rows.sizes > 0  # an id without rows has none in the frame either
+            ids = [ident for ident, kept in zip(rows.ids, with_rows.tolist(), strict=True) if kept]
+            sizes = rows.sizes[with_rows]
+            if ids:
+                starts = np.cumsum(sizes) - sizes
+                series = _summed_up(ids, starts, rows.known, rows.times, rows.steps)
+                series_findings += _series_findings(
+                    series, kind, files, end, reference, stale_after
+                )
+            values = dict(zip(selected, rows.values, strict=True))
+            parts.append(ewma_parts(ids, rows.times, sizes, values, half_life_s=half_life_s))
+        findings.extend(current_findings + old_findings + series_findings)
+        return SeriesView(frame_of_parts(parts, selected), findings, found)
+
+    return PendingRead(finish, (drop_current, drop_old), finish_ewma)
+
+
+def _all(per_chunk: Iterator[list[_Block]]) -> list[_Block]:
+    return [block for blocks in per_chunk for block in blocks]
 
 
 def _fast_library(fetching: bool, binding_only: bool, findings: list[Finding]) -> Librrd | None:

@@ -58,7 +58,7 @@ import multiprocessing.context
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -74,6 +74,12 @@ DEFAULT_CHUNK = 256
 PROCESS_MIN_FILES = 500
 """Reads of at least this many files go to the process pool (mode ``auto``): below it the
 round trip and pickling cost more than the parallel fetch saves."""
+PARTS_PER_WORKER = 4
+"""A pool fetch is cut into up to this many parts per worker (of at least
+:data:`MIN_PART_FILES` files each): the caller takes each part's chunk as soon as it is
+fetched (:meth:`PendingChunks.each`), so that after the last one only its own share of the
+work on the chunks is left."""
+MIN_PART_FILES = 256
 FetchMode = Literal["auto", "processes", "threads", "serial"]
 
 _EARLIEST_START = 3600 * 24 * 365 * 10  # rrd_fetch refuses earlier starts ("after 1980")
@@ -554,18 +560,10 @@ class Librrd:
         if mode == "processes" or (mode == "auto" and parallel):
             return self._submit_on_processes(paths, cf, start, end, resolution, selection)
         workers = 1 if mode == "serial" else None
-        return PendingChunks(
-            functools.partial(
-                self.fetch_many,
-                paths,
-                cf,
-                start,
-                end,
-                resolution,
-                workers=workers,
-                selection=selection,
-            )
+        fetch = functools.partial(
+            self.fetch_many, paths, cf, start, end, resolution, workers=workers, selection=selection
         )
+        return PendingChunks(lambda: iter(fetch()))
 
     def _submit_on_processes(
         self,
@@ -576,10 +574,13 @@ class Librrd:
         resolution: int,
         selection: Selection | None,
     ) -> PendingChunks:
-        """One contiguous part of ``paths`` per pool worker; failed parts fetched here."""
+        """Contiguous parts of ``paths`` (see :data:`PARTS_PER_WORKER`) for the pool
+        workers; failed parts are fetched here."""
         if not paths:
-            return PendingChunks(list)
-        size = -(-len(paths) // process_workers())
+            return PendingChunks(lambda: iter([]))
+        workers = process_workers()
+        count = max(workers, min(workers * PARTS_PER_WORKER, len(paths) // MIN_PART_FILES))
+        size = -(-len(paths) // count)
         parts = [list(paths[offset : offset + size]) for offset in range(0, len(paths), size)]
         pool = _pool_for(self.name)
         sinks = [_new_sink() if pool is not None else None for _ in parts]
@@ -591,72 +592,89 @@ class Librrd:
                 if futures[-1] is None:
                     pool = None
         except BaseException:
-            _settle(futures, sinks, cancel=True)
+            _Settlement(futures, sinks).settle(cancel=True)
             raise
+        settlement = _Settlement(futures, sinks)
 
-        def gather() -> list[Chunk]:
+        def each() -> Iterator[Chunk]:
             nonlocal pool
             try:
-                chunks: list[Chunk] = []
                 for part, sink, future in zip(parts, sinks, futures, strict=True):
+                    received: list[Chunk] | None = None
                     if future is not None:
                         try:
-                            chunks.append(_received(future.result(), sink))
-                            continue
+                            received = [_received(future.result(), sink)]
                         except BrokenProcessPool as error:
                             _discard_pool(pool, error)
                             pool = None
                         except Exception as error:  # the worker raised: the part is fetched here
                             message = "RRD fetch worker failed (%r); fetching its files here"
                             _log.warning(message, error)
-                    chunks += self.fetch_many(part, cf, start, end, resolution, selection=selection)
-                return chunks
+                    if received is None:
+                        received = self.fetch_many(
+                            part, cf, start, end, resolution, selection=selection
+                        )
+                    yield from received
             finally:
-                _settle(futures, sinks, cancel=False)
+                settlement.settle(cancel=False)
 
-        return PendingChunks(gather, functools.partial(_settle, futures, sinks, cancel=True))
+        return PendingChunks(each, functools.partial(settlement.settle, cancel=True))
 
 
 class PendingChunks:
-    """A started :meth:`Librrd.submit_files`: :meth:`chunks` once, or :meth:`abandon`."""
+    """A started :meth:`Librrd.submit_files`: :meth:`each` or :meth:`chunks` once, or
+    :meth:`abandon`."""
 
     def __init__(
         self,
-        gather: Callable[[], list[Chunk]],
+        each: Callable[[], Iterator[Chunk]],
         abandon: Callable[[], None] | None = None,
     ) -> None:
-        self._gather: Callable[[], list[Chunk]] | None = gather
+        self._each: Callable[[], Iterator[Chunk]] | None = each
         self._abandon = abandon
+
+    def each(self) -> Iterator[Chunk]:
+        """The chunks, in the order of the paths, each as soon as it is fetched. Stopping
+        early leaves the rest to :meth:`abandon` (the pool's memfds are closed either way
+        once the iterator is finished, closed or abandoned)."""
+        if self._each is None:
+            raise RuntimeError("the chunks of this fetch were already taken or abandoned")
+        each, self._each = self._each, None
+        return each()
 
     def chunks(self) -> list[Chunk]:
         """The chunks, in the order of the paths (waits for the pool's workers)."""
-        if self._gather is None:
-            raise RuntimeError("the chunks of this fetch were already taken or abandoned")
-        gather, self._gather = self._gather, None
-        return gather()
+        return list(self.each())
 
     def abandon(self) -> None:
         """Drop the fetch: tasks not yet started are cancelled, running ones waited for
-        (a worker may be writing into a memfd of this process), the memfds closed."""
-        if self._gather is None:
-            return
-        self._gather = None
+        (a worker may be writing into a memfd of this process), the memfds closed. After
+        :meth:`each`, it drops what the iterator has not handed out yet."""
+        self._each = None
         if self._abandon is not None:
-            self._abandon()
+            abandon, self._abandon = self._abandon, None
+            abandon()
 
 
-def _settle(
-    futures: Sequence[Future[Any] | None], sinks: Sequence[Sink | None], *, cancel: bool
-) -> None:
-    """Close the memfds of ``sinks`` once no worker can open them any more: each future
-    is cancelled (``cancel``) or else waited for."""
-    for future in futures:
-        if future is not None and not (cancel and future.cancel()):
-            with contextlib.suppress(BaseException):
-                future.exception()
-    for sink in sinks:
-        if sink is not None:
-            os.close(sink[1])
+class _Settlement:
+    """The end of a pool fetch: close the memfds of ``sinks`` once no worker can open them
+    any more (each future cancelled or else waited for). Only the first call acts."""
+
+    def __init__(self, futures: Sequence[Future[Any] | None], sinks: Sequence[Sink | None]) -> None:
+        self.futures, self.sinks = futures, sinks
+        self._settled = False
+
+    def settle(self, *, cancel: bool) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        for future in self.futures:
+            if future is not None and not (cancel and future.cancel()):
+                with contextlib.suppress(BaseException):
+                    future.exception()
+        for sink in self.sinks:
+            if sink is not None:
+                os.close(sink[1])
 
 
 @functools.cache

@@ -35,7 +35,7 @@ known value in any of the columns), ``points`` (rows with at least one known val
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -101,33 +101,27 @@ class _Known:
     mask: BoolArray | None  # whether each frame row is known (None: every row is known)
 
     @classmethod
-    def of(cls, grouped: _Grouped, column: str) -> _Known:
-        series = grouped.frame.get_column(column)
-        n_rows = series.len()
-        if series.null_count() == 0:
-            column_values = series.to_numpy()
-            known = column_values == column_values  # False for NaN only
-            if known.all():
-                starts = grouped.starts
-                return cls(
-                    row_times=grouped.times,
-                    values=column_values,
-                    groups=np.arange(starts.size),
-                    starts=starts,
-                    ends=np.append(starts[1:], n_rows)[: starts.size] - 1,
-                    rows=None,
-                    mask=None,
-                )
-        else:
-            column_values = series.fill_null(np.nan).to_numpy()
-            known = column_values == column_values
+    def of(cls, times: IntArray, starts: IntArray, column_values: FloatArray) -> _Known:
+        """The known (not NaN) values of one column of rows grouped at ``starts``."""
+        n_rows = column_values.size
+        known = column_values == column_values  # False for NaN only
+        if known.all():
+            return cls(
+                row_times=times,
+                values=column_values,
+                groups=np.arange(starts.size),
+                starts=starts,
+                ends=np.append(starts[1:], n_rows)[: starts.size] - 1,
+                rows=None,
+                mask=None,
+            )
         rows = np.flatnonzero(known)
-        bounds = np.zeros(grouped.starts.size + 1, dtype=np.int64)
-        if grouped.starts.size:
-            np.cumsum(np.add.reduceat(known, grouped.starts, dtype=np.int64), out=bounds[1:])
+        bounds = np.zeros(starts.size + 1, dtype=np.int64)
+        if starts.size:
+            np.cumsum(np.add.reduceat(known, starts, dtype=np.int64), out=bounds[1:])
         groups = np.flatnonzero(np.diff(bounds))
         return cls(
-            row_times=grouped.times,
+            row_times=times,
             values=column_values[rows],
             groups=groups,
             starts=bounds[groups],
@@ -150,6 +144,12 @@ class _Known:
     def segment(self) -> IntArray:
         """Segment number of each known value."""
         return np.repeat(np.arange(self.starts.size), self.counts)
+
+
+def _column_values(grouped: _Grouped, name: str) -> FloatArray:
+    """A value column of the grouped frame as numpy, NaN where null."""
+    series = grouped.frame.get_column(name)
+    return series.to_numpy() if series.null_count() == 0 else series.fill_null(np.nan).to_numpy()
 
 
 def _validate(frame: pl.DataFrame, columns: Sequence[str], by: str) -> None:
@@ -233,14 +233,14 @@ def _reduce(grouped: _Grouped, columns: Sequence[str], view: View) -> pl.DataFra
     )
 
 
-def _row_decay(grouped: _Grouped, half_life_s: float) -> FloatArray:
+def _row_decay(
+    times: IntArray, starts: IntArray, sizes: IntArray, half_life_s: float
+) -> FloatArray:
     """``2**(-(t_g - t) / h)`` for every row, ``t_g`` the newest row time of its group."""
-    n_rows = grouped.times.size
-    if not n_rows:
+    if not times.size:
         return np.zeros(0)
-    sizes = grouped.sizes
-    decay = np.repeat(grouped.times[grouped.starts + sizes - 1].astype(np.float64), sizes)
-    np.subtract(grouped.times, decay, out=decay)
+    decay = np.repeat(times[starts + sizes - 1].astype(np.float64), sizes)
+    np.subtract(times, decay, out=decay)
     decay *= 1.0 / half_life_s
     np.exp2(decay, out=decay)
     return decay
@@ -406,23 +406,17 @@ def characteristic(
     if view in ("last", "max", "p95"):
         grouped = _group(frame, columns, by, nan_to_null=True)
         reduced = _reduce(grouped, columns, view).select(*columns, TIME, "points")
-        return _finish(grouped, by, reduced, np.zeros(grouped.n_groups, dtype=bool))
+        return _finish(grouped.ids, by, reduced, np.zeros(grouped.n_groups, dtype=bool))
 
     grouped = _group(frame, columns, by, nan_to_null=False)
     n_groups = grouped.n_groups
-    step = season_steps = None
+    fallback = np.zeros(n_groups, dtype=bool)
+    refine: Callable[[_Known, FloatArray], FloatArray] | None = None
     if view == "forecast":
         step = step_s if step_s is not None else _step_of(grouped)
         season_steps = None if step is None else _season_steps(season_s, step)
-    row_decay = _row_decay(grouped, half_life_s)
-    fallback = np.zeros(n_groups, dtype=bool)
-    any_known = np.zeros(grouped.times.size, dtype=bool)
-    output = []
-    for name in columns:
-        known = _Known.of(grouped, name)
-        any_known |= True if known.mask is None else known.mask
-        smoothed = _ewma_last(known, n_groups, half_life_s, row_decay)
-        if view == "forecast":
+
+        def refine(known: _Known, smoothed: FloatArray) -> FloatArray:
             qualified = np.zeros(n_groups, dtype=bool)
             if step is not None and season_steps is not None and season_steps >= 2:
                 forecast, qualified = _forecast(
@@ -435,31 +429,158 @@ def characteristic(
                     params=params,
                 )
                 smoothed = np.where(qualified, forecast, smoothed)
-            fallback |= ~qualified & ~np.isnan(smoothed)
-        output.append(pl.Series(name, smoothed).fill_nan(None))
-    output.extend(_newest_and_points(grouped, any_known))
-    return _finish(grouped, by, pl.DataFrame(output), fallback)
+            fallback[:] |= ~qualified & ~np.isnan(smoothed)
+            return smoothed
+
+    values = ((name, _column_values(grouped, name)) for name in columns)
+    return _smoothed(grouped.ids, grouped, values, half_life_s, by, refine, fallback)
 
 
-def _newest_and_points(grouped: _Grouped, any_known: BoolArray) -> list[pl.Series]:
-    """``time`` (newest row with a known value, null if none) and ``points`` per group."""
-    if not grouped.n_groups:
-        return [pl.Series(TIME, [], dtype=pl.Int64), pl.Series("points", [], dtype=pl.Int64)]
-    points = np.add.reduceat(any_known, grouped.starts, dtype=np.int64)
-    known_times = np.where(any_known, grouped.times, np.iinfo(np.int64).min)
-    newest = np.maximum.reduceat(known_times, grouped.starts)
-    return [
-        pl.Series(TIME, newest, dtype=pl.Int64).scatter(np.flatnonzero(points == 0), None),
-        pl.Series("points", points, dtype=pl.Int64),
-    ]
-
-
-def _finish(
-    grouped: _Grouped, by: str, per_group: pl.DataFrame, fallback: BoolArray
+def ewma_of_runs(
+    ids: Sequence[str],
+    times: IntArray,
+    sizes: IntArray,
+    columns: Mapping[str, FloatArray],
+    *,
+    half_life_s: float = 600,
+    by: str = "id",
 ) -> pl.DataFrame:
+    """``characteristic(frame, list(columns), "ewma", half_life_s=...)`` of the frame these
+    arrays make, without making it: the same operations on the same arrays, so the same
+    result to the bit.
+
+    The frame's rows come as flat arrays: ``times`` (unix seconds) and each value column
+    (NaN where unknown), ``sizes[i]`` consecutive rows for ``ids[i]``; ids distinct, each
+    id's rows in time order (ValueError otherwise). The RRD reader hands its rows over this
+    way, part by part (:func:`ewma_parts`, :func:`frame_of_parts`).
+    """
+    part = ewma_parts(ids, times, sizes, columns, half_life_s=half_life_s)
+    return frame_of_parts([part], list(columns), by=by)
+
+
+@dataclass(frozen=True, slots=True)
+class EwmaPart:
+    """The EWMA view of some ids as numpy arrays: one part of a :func:`frame_of_parts`."""
+
+    ids: Sequence[str]
+    smoothed: dict[str, FloatArray]
+    """Per column, per id: the EWMA (NaN where the column has no known value)."""
+    newest: IntArray
+    """Per id: the newest time with a known value in any column (int64 minimum if none)."""
+    points: IntArray
+    """Per id: rows with a known value in any column."""
+
+
+def ewma_parts(
+    ids: Sequence[str],
+    times: IntArray,
+    sizes: IntArray,
+    columns: Mapping[str, FloatArray],
+    *,
+    half_life_s: float = 600,
+) -> EwmaPart:
+    """:func:`ewma_of_runs` of some ids, kept as arrays: the parts of a read that comes in
+    pieces become one frame at the end (:func:`frame_of_parts`), made by polars once."""
+    if not half_life_s > 0:
+        raise ValueError("half_life_s must be positive")
+    if sizes.size != len(ids) or int(sizes.sum()) != times.size:
+        raise ValueError(f"{len(ids)} ids, {sizes.size} sizes and {times.size} rows disagree")
+    starts = np.cumsum(sizes) - sizes
+    backwards = np.flatnonzero(times[1:] < times[:-1]) + 1
+    if len(set(ids)) != len(ids) or not _marked(times.size, starts)[backwards].all():
+        raise ValueError("ids must be distinct, each with its rows together in time order")
+    smoothed, newest, points = _smoothed_arrays(
+        _Runs(times, starts, sizes), columns.items(), half_life_s, None
+    )
+    return EwmaPart(ids, smoothed, newest, points)
+
+
+def frame_of_parts(
+    parts: Sequence[EwmaPart], columns: Sequence[str], by: str = "id"
+) -> pl.DataFrame:
+    """One :func:`characteristic`-shaped frame of ``parts`` whose ids are in increasing
+    order from one part to the next (each part's own ids in any order)."""
+    ids = pl.Series(by, [ident for part in parts for ident in part.ids], dtype=pl.Utf8)
+    smoothed = {
+        name: np.concatenate([np.zeros(0), *(part.smoothed[name] for part in parts)])
+        for name in columns
+    }
+    newest = np.concatenate([np.zeros(0, np.int64), *(part.newest for part in parts)])
+    points = np.concatenate([np.zeros(0, np.int64), *(part.points for part in parts)])
+    return _frame(ids, by, smoothed, newest, points, np.zeros(len(ids), dtype=bool))
+
+
+@dataclass(frozen=True, slots=True)
+class _Runs:
+    """Rows grouped by id (contiguous, time-ordered): what the EWMA needs of a _Grouped."""
+
+    times: IntArray
+    starts: IntArray
+    sizes: IntArray
+
+
+def _smoothed(
+    ids: pl.Series,
+    runs: _Grouped | _Runs,
+    columns: Iterable[tuple[str, FloatArray]],
+    half_life_s: float,
+    by: str,
+    refine: Callable[[_Known, FloatArray], FloatArray] | None,
+    fallback: BoolArray,
+) -> pl.DataFrame:
+    """The EWMA view (each column's smoothed value ``refine``d, if given) of grouped rows,
+    as :func:`characteristic` returns it."""
+    smoothed, newest, points = _smoothed_arrays(runs, columns, half_life_s, refine)
+    return _frame(ids, by, smoothed, newest, points, fallback)
+
+
+def _smoothed_arrays(
+    runs: _Grouped | _Runs,
+    columns: Iterable[tuple[str, FloatArray]],
+    half_life_s: float,
+    refine: Callable[[_Known, FloatArray], FloatArray] | None,
+) -> tuple[dict[str, FloatArray], IntArray, IntArray]:
+    """Per group: each column's EWMA (``refine``d, if given; NaN where nothing is known),
+    the newest time with a known value (int64 minimum if none) and the known rows. Columns
+    are taken one at a time (``columns`` may be a generator), so only one column's arrays
+    are alive at once."""
+    times, starts = runs.times, runs.starts
+    row_decay = _row_decay(times, starts, runs.sizes, half_life_s)
+    any_known = np.zeros(times.size, dtype=bool)
+    smoothed: dict[str, FloatArray] = {}
+    for name, values in columns:
+        known = _Known.of(times, starts, values)
+        any_known |= True if known.mask is None else known.mask
+        column = _ewma_last(known, starts.size, half_life_s, row_decay)
+        smoothed[name] = column if refine is None else refine(known, column)
+    if not starts.size:
+        return smoothed, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    points = np.add.reduceat(any_known, starts, dtype=np.int64)
+    known_times = np.where(any_known, times, np.iinfo(np.int64).min)
+    return smoothed, np.maximum.reduceat(known_times, starts), points
+
+
+def _frame(
+    ids: pl.Series,
+    by: str,
+    smoothed: Mapping[str, FloatArray],
+    newest: IntArray,
+    points: IntArray,
+    fallback: BoolArray,
+) -> pl.DataFrame:
+    """The EWMA-shaped output of per-group arrays (``time`` null where ``points`` is 0)."""
+    output = [pl.Series(name, values).fill_nan(None) for name, values in smoothed.items()]
+    output.append(
+        pl.Series(TIME, newest, dtype=pl.Int64).scatter(np.flatnonzero(points == 0), None)
+    )
+    output.append(pl.Series("points", points, dtype=pl.Int64))
+    return _finish(ids, by, pl.DataFrame(output), fallback)
+
+
+def _finish(ids: pl.Series, by: str, per_group: pl.DataFrame, fallback: BoolArray) -> pl.DataFrame:
     """The output: ids, value columns, ``time``, ``points``, ``fallback``, sorted by id."""
     return per_group.select(
-        grouped.ids.alias(by), pl.all(), pl.Series("fallback", fallback, dtype=pl.Boolean)
+        ids.alias(by), pl.all(), pl.Series("fallback", fallback, dtype=pl.Boolean)
     ).sort(by, nulls_last=True)
 
 

@@ -84,6 +84,9 @@ def _build(
     # parses the configs.
     guest_columns = ["cpu", "mem"]
     guest_read = _start_window_read(rrd_root, "guest", guest_columns, now, options)
+    # Everything that does not need the guests' usage is done before waiting for it; the
+    # findings keep their order all the same: tree, dump, node and guest series, nodes,
+    # cross-check, storages.
     try:
         tree = read_tree(root, cache=cache)
         findings: list[Finding] = list(tree.findings)
@@ -93,6 +96,11 @@ def _build(
         node_usage = _usage(
             rrd_root, "node", node_read, node_columns, now, options, findings, history
         )
+        node_findings: list[Finding] = []
+        nodes = [_node(name, tree, node_usage, node_findings) for name in _node_names(tree)]
+        guests, undecided = _guests(tree, status, {n.name: n.maxcpu for n in nodes})
+        storage_findings: list[Finding] = []
+        storages = _storages(rrd_root, now, options, storage_findings)
     except BaseException:  # the workers' fetch is waited for, its memfds closed
         guest_read.abandon()
         raise
@@ -100,12 +108,10 @@ def _build(
     guest_usage = _usage(
         rrd_root, "guest", guest_read, guest_columns, now, options, findings, history, newest=False
     )
-
-    node_names = _node_names(tree)
-    nodes = [_node(name, tree, node_usage, findings) for name in node_names]
-    node_cores = {n.name: n.maxcpu for n in nodes}
-    guests = _guests(tree, guest_usage, status, node_cores)
+    _add_usage(guests, undecided, guest_usage)
+    findings += node_findings
     _cross_check(tree, guest_usage, findings)
+    findings += storage_findings
     return Snapshot(
         timestamp=now,
         nodes=nodes,
@@ -115,7 +121,7 @@ def _build(
         issues=findings,
         usage_view=options.usage,
         cluster=tree.members.cluster_name if tree.members else None,
-        storages=_storages(rrd_root, now, options, findings),
+        storages=storages,
     )
 
 
@@ -178,6 +184,10 @@ def _usage(
 ) -> _Usage:
     """The window read of every ``kind`` id (``pending``) reduced to the chosen view (and,
     if ``newest``, to their newest known values)."""
+    if options.usage == "ewma" and not newest:  # the guests' long frame is never made
+        reduced = pending.ewma(options.half_life_s)
+        findings.extend(reduced.findings)
+        return _Usage(_columns(reduced.frame, columns), {}, reduced.found_ids)
     read = pending.result()
     findings.extend(read.findings)
     last = _columns(characteristic(read.frame, columns, "last"), columns) if newest else {}
@@ -288,24 +298,28 @@ def _node(name: str, tree: PveTree, usage: _Usage, findings: list[Finding]) -> N
 
 
 def _guests(
-    tree: PveTree, usage: _Usage, dump_status: Columns, node_cores: dict[str, float]
-) -> list[Guest]:
-    """One guest per .vmlist entry, in vmid order (the lookups shared by all bound once)."""
+    tree: PveTree, dump_status: Columns, node_cores: dict[str, float]
+) -> tuple[list[Guest], list[int]]:
+    """One guest per .vmlist entry, in vmid order (the lookups shared by all bound once),
+    its usage still unknown, and the indexes of those whose status the usage decides (see
+    :func:`_add_usage`)."""
     services = tree.manager_status.service_status if tree.manager_status else {}
     resources, configs = tree.ha_resources, tree.guests
     shared = tree.shared_storages()
-    cpus, mems = usage.view["cpu"], usage.view["mem"]
     dumped_status, dumped_name = dump_status.get("status", {}), dump_status.get("name", {})
-    guests = []
+    guests: list[Guest] = []
+    undecided = []
     for vmid, entry in sorted(tree.vmlist.items()):
         key = str(vmid)
         sid = f"vm:{vmid}" if entry.type == "qemu" else f"ct:{vmid}"
         resource, service = resources.get(sid), services.get(sid)
-        cpu, mem = cpus.get(key), mems.get(key)
         name, maxcpu, maxmem, tags, template, pool, maxdisk, local = _config_facts(
             configs.get(vmid), node_cores.get(entry.node, 0.0), tree, shared
         )
         dumped = dumped_name.get(key)
+        status = _status(dumped_status.get(key), service)
+        if status is None:
+            undecided.append(len(guests))
         guests.append(
             Guest(
                 vmid,
@@ -313,12 +327,12 @@ def _guests(
                 entry.type,
                 str(dumped) if dumped else name,
                 entry.node,
-                _status(dumped_status.get(key), service, mem),
+                status or "stopped",
                 None if resource is None else ha_config(resource, service),
                 maxcpu,
                 maxmem,
-                None if cpu is None else float(cpu),
-                None if mem is None else float(mem),
+                None,
+                None,
                 tags,
                 template,
                 pool,
@@ -326,17 +340,31 @@ def _guests(
                 local,
             )
         )
-    return guests
+    return guests, undecided
 
 
-def _status(dumped: object, service: ServiceStatus | None, mem: object) -> str:
+def _status(dumped: object, service: ServiceStatus | None) -> str | None:
     """Running or stopped: as the status dump says, else as the HA manager's service state
-    says, else whether the guest's memory series has a known value."""
+    says; None if neither does (then the usage decides, see :func:`_add_usage`)."""
     if dumped:
         return str(dumped)
     if service is not None:
         return "running" if service.state in HA_RUNNING_STATES else "stopped"
-    return "running" if mem is not None else "stopped"
+    return None
+
+
+def _add_usage(guests: list[Guest], undecided: list[int], usage: _Usage) -> None:
+    """Each guest's cpu and mem from ``usage``; the ``undecided`` guests are running if their
+    memory series has a known value, else stopped."""
+    cpus, mems = usage.view["cpu"], usage.view["mem"]
+    for guest in guests:
+        key = str(guest.vmid)
+        cpu, mem = cpus.get(key), mems.get(key)
+        guest.cpu = None if cpu is None else float(cpu)
+        guest.mem = None if mem is None else float(mem)
+    for index in undecided:
+        guest = guests[index]
+        guest.status = "running" if guest.mem is not None else "stopped"
 
 
 _Facts = tuple[str, float, float, list[str], bool, str | None, float | None, bool]

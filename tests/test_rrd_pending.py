@@ -186,6 +186,86 @@ def test_abandon_on_threads_is_harmless_and_fetches_nothing(
     assert sum(calls) == len(paths)
 
 
+def many_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file of a pool fetch its own part (up to ``PARTS_PER_WORKER`` per worker)."""
+    monkeypatch.setattr(rrd_fast, "MIN_PART_FILES", 1)
+
+
+def fetched_in_parts(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], Librrd, list[rrd_fast.Chunk]]:
+    """The guest paths of ``root``, librrd and their chunks, fetched once in many parts on a
+    2-worker pool (which that fetch forks)."""
+    use_processes(monkeypatch, workers=2)
+    many_parts(monkeypatch)
+    paths = guest_paths(root)
+    librrd = library()
+    return paths, librrd, librrd.fetch_files(paths, *WINDOW, mode="processes")
+
+
+def test_a_pool_fetch_is_cut_into_parts_handed_over_one_by_one(
+    small_root: Path, big_root: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool
+) -> None:
+    use_processes(monkeypatch, workers=2)
+    librrd = library()
+    big = guest_paths(big_root)
+    # At least MIN_PART_FILES files a part, at most PARTS_PER_WORKER parts a worker.
+    sizes = [len(c.entries) for c in librrd.fetch_files(big, *WINDOW, mode="processes")]
+    assert sizes == [300, 300]  # 600 files: two parts of at least 256
+    many_parts(monkeypatch)
+    paths = guest_paths(small_root)
+    expected = librrd.fetch_files(paths, *WINDOW, mode="serial")
+
+    pending = librrd.submit_files(paths, *WINDOW, mode="processes")
+    each = pending.each()
+    first = next(each)
+
+    assert len(first.entries) == 1  # 7 files, 2 workers x 4 parts: 7 parts of one file
+    rest = list(each)
+    assert len(rest) == 6
+    assert_same_results(results_of([first, *rest]), results_of(expected))
+    assert open_memfds() == []  # the iterator settled the fetch at its end
+    with pytest.raises(RuntimeError):
+        pending.each()
+    pending.abandon()  # nothing left to abandon
+
+
+def test_stopping_early_and_abandoning_closes_every_memfd(
+    small_root: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool
+) -> None:
+    paths, librrd, expected = fetched_in_parts(small_root, monkeypatch)
+    pool = rrd_fast._pool
+    before = fd_count()
+
+    pending = librrd.submit_files(paths, *WINDOW, mode="processes")
+    each = pending.each()
+    taken = [next(each), next(each)]
+    pending.abandon()  # as PendingRead does when its caller fails half-way
+
+    assert fd_count() == before
+    assert open_memfds() == []
+    each.close()  # the iterator's own end finds the fetch settled already
+    assert fd_count() == before
+    assert_same_results(results_of(taken), results_of(expected)[:2])
+    assert rrd_fast._pool is pool
+    again = librrd.fetch_files(paths, *WINDOW, mode="processes")
+    assert_same_results(results_of(again), results_of(expected))
+
+
+def test_an_iterator_dropped_half_way_settles_its_fetch(
+    small_root: Path, monkeypatch: pytest.MonkeyPatch, fresh_pool
+) -> None:
+    paths, librrd, _ = fetched_in_parts(small_root, monkeypatch)
+    before = fd_count()
+
+    each = librrd.submit_files(paths, *WINDOW, mode="processes").each()
+    next(each)
+    del each  # closing the generator runs its end: the rest is waited for, memfds closed
+
+    assert fd_count() == before
+    assert open_memfds() == []
+
+
 # --- PendingRead -----------------------------------------------------------------------------
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from collector.pvecfg.guestconf import GuestConfig
+from collector.pvecfg.slotinit import slot_init
 from model.snapshot import Finding
 
 V = TypeVar("V")
@@ -50,6 +51,9 @@ class CacheEntry(Generic[V]):
     findings: tuple[Finding, ...]
     depends: object = None
     """What else the parse used (for ha/rules.cfg: the .vmlist it resolved vmids with)."""
+
+
+_new_entry = slot_init(CacheEntry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +143,17 @@ class CachePass:
         self.trusted_before_ns = time.time_ns() - cache.racy_window_ns
 
     def entry(
-        self, stat: os.stat_result, value: V, findings: tuple[Finding, ...], depends: object = None
+        self,
+        mtime_ns: int,
+        size: int,
+        value: V,
+        findings: tuple[Finding, ...],
+        depends: object = None,
     ) -> CacheEntry[V]:
-        """A new entry for ``value`` parsed from a file that ``stat`` described before the read."""
-        trusted = stat.st_mtime_ns < self.trusted_before_ns
-        return CacheEntry(stat.st_mtime_ns, stat.st_size, trusted, value, findings, depends)
+        """A new entry for ``value`` parsed from a file whose stat() before the read gave
+        ``mtime_ns`` and ``size``."""
+        trusted = mtime_ns < self.trusted_before_ns
+        return _new_entry(mtime_ns, size, trusted, value, findings, depends)
 
     def file(
         self, relative: str, stat: os.stat_result, depends: object

@@ -41,6 +41,7 @@ from collector.pvecfg.ha_rules import (
 from collector.pvecfg.ha_status import ManagerStatus, parse_manager_status
 from collector.pvecfg.members import GuestType, Members, VmListEntry, parse_members, parse_vmlist
 from collector.pvecfg.pools import PoolConfig, parse_pools, pool_of_guest
+from collector.pvecfg.prefetch import ConfigPrefetch, PrefetchedFile, start_prefetch
 from collector.pvecfg.storage import StorageConfig, parse_storage_cfg
 from collector.pvecfg.values import finding
 from model.snapshot import Crs, Finding, Rule
@@ -106,7 +107,33 @@ def read_tree(root: Path | str, *, cache: GuestConfigCache | None = None) -> Pve
     tree = PveTree(root=root)
     cache_pass = cache.begin(os.fspath(root)) if cache is not None else None
     reader = _Reader(root, tree.findings, cache_pass)
+    directories = _GuestDirectories.listed(reader)
+    # Cold (nothing cached): the configs are read on a thread from here on (prefetch.py).
+    prefetch = None
+    if cache_pass is None or not cache_pass.guests:
+        prefetch = start_prefetch([root / relative for relative, _, _ in directories.each])
+    try:
+        vmlist_usable = _read_others(tree, reader)
+        tree.findings.extend(directories.findings)  # where listing nodes/ reported them before
+        tree.guests = _read_guests(
+            reader,
+            directories,
+            prefetch,
+            tree.vmlist if vmlist_usable else None,
+            pool_of_guest(tree.pools),
+        )
+    finally:
+        if prefetch is not None:
+            prefetch.close()
+    if cache_pass is not None:
+        cache_pass.finish()
+    if tree.storages or (root / "storage.cfg").is_file():
+        tree.findings.extend(_unknown_storages(tree))
+    return tree
 
+
+def _read_others(tree: PveTree, reader: _Reader) -> bool:
+    """Fill ``tree`` from every file but the guest configs; whether .vmlist is usable."""
     tree.members = reader.parse(".members", parse_members)
     before = len(tree.findings)
     vmlist = reader.parse(".vmlist", parse_vmlist)
@@ -132,15 +159,7 @@ def read_tree(root: Path | str, *, cache: GuestConfigCache | None = None) -> Pve
     tree.rules = [*(rules or []), *group_rules]
     tree.findings.extend(overlapping_node_affinity(tree.rules))
     tree.manager_status = reader.parse("ha/manager_status", parse_manager_status)
-
-    tree.guests = _read_guests(
-        reader, tree.vmlist if vmlist_usable else None, pool_of_guest(tree.pools)
-    )
-    if cache_pass is not None:
-        cache_pass.finish()
-    if tree.storages or (root / "storage.cfg").is_file():
-        tree.findings.extend(_unknown_storages(tree))
-    return tree
+    return vmlist_usable
 
 
 def require_root(root: Path | str) -> Path:
@@ -171,10 +190,27 @@ class _Reader:
         except FileNotFoundError:
             return None
         except OSError as error:
-            self.findings.append(
-                finding("config-unreadable", relative, f"cannot read: {error.strerror}", "error")
-            )
+            self._cannot_read(relative, error.strerror)
             return None
+        return self.decoded(relative, raw)
+
+    def prefetched_text(self, relative: str, error: int, data: str | bytes | None) -> str | None:
+        """``text`` for a file the prefetch thread read: ``error`` (an errno) or ``data``."""
+        if error:
+            if error != errno.ENOENT:
+                self._cannot_read(relative, os.strerror(error))
+            return None
+        if isinstance(data, str):
+            return data
+        return self.decoded(relative, data or b"")
+
+    def _cannot_read(self, relative: str, reason: str | None) -> None:
+        self.findings.append(
+            finding("config-unreadable", relative, f"cannot read: {reason}", "error")
+        )
+
+    def decoded(self, relative: str, raw: bytes) -> str:
+        """``raw`` as UTF-8; undecodable bytes are replaced, with a finding."""
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as error:
@@ -252,7 +288,9 @@ class _Reader:
         value, findings = parser(text, relative)
         self.findings.extend(findings)
         if self.cache is not None and stat is not None:
-            entry = self.cache.entry(stat, value, tuple(self.findings[before:]), depends)
+            entry = self.cache.entry(
+                stat.st_mtime_ns, stat.st_size, value, tuple(self.findings[before:]), depends
+            )
             self.cache.new_files[relative] = cast(CacheEntry[object], entry)
         return value
 
@@ -272,16 +310,47 @@ def _read_bytes(path: str, dir_fd: int | None = None) -> bytes:
         os.close(fd)
 
 
+@dataclass(frozen=True, slots=True)
+class _GuestDirectories:
+    """The guest config directories to read, ``(relative, node, guest type)`` in reading
+    order (existing or not), and what listing ``nodes/`` reported."""
+
+    each: list[tuple[str, str, GuestType]]
+    findings: list[Finding]
+
+    @classmethod
+    def listed(cls, reader: _Reader) -> _GuestDirectories:
+        before = len(reader.findings)
+        nodes = reader.listdir("nodes")
+        findings = reader.findings[before:]
+        del reader.findings[before:]  # reported in their old place, after the other files
+        return cls(
+            [
+                (f"nodes/{node.name}/{dirname}", node.name, guest_type)
+                for node in nodes
+                if node.is_dir()
+                for dirname, guest_type in _GUEST_DIRS.items()
+            ],
+            findings,
+        )
+
+
 def _read_guests(
-    reader: _Reader, vmlist: dict[int, VmListEntry] | None, pool_of: dict[int, str]
+    reader: _Reader,
+    directories: _GuestDirectories,
+    prefetch: ConfigPrefetch | None,
+    vmlist: dict[int, VmListEntry] | None,
+    pool_of: dict[int, str],
 ) -> dict[int, GuestConfig]:
     """Parse every guest config; prefer, for a vmid found twice, the copy .vmlist points at."""
     guests = _GuestReader(reader, pool_of)
-    for node_entry in reader.listdir("nodes"):
-        if node_entry.is_dir():
-            for dirname, guest_type in _GUEST_DIRS.items():
-                guests.read_directory(node_entry.name, dirname, guest_type)
+    for k, (directory, node, guest_type) in enumerate(directories.each):
+        guests.read_directory(directory, node, guest_type, prefetch, k)
     return guests.result(vmlist)
+
+
+_StatKey = tuple[int, int, int]
+"""``(st_mode, st_mtime_ns, st_size)`` of a config file, taken before it was read."""
 
 
 class _GuestReader:
@@ -306,12 +375,21 @@ class _GuestReader:
         self.dir_fd = -1
         self.node = ""
         self.guest_type: GuestType = "qemu"
+        self.prefetched: dict[str, PrefetchedFile] = {}
+        """Its files as the prefetch thread read them (by name), taken when used."""
         if self.cache is not None:
             self.cache.new_pools = pool_of
             self.reusable = self.all_reused = self.cache.pools == pool_of
 
-    def read_directory(self, node: str, dirname: str, guest_type: GuestType) -> None:
-        directory = f"nodes/{node}/{dirname}"
+    def read_directory(
+        self,
+        directory: str,
+        node: str,
+        guest_type: GuestType,
+        prefetch: ConfigPrefetch | None,
+        k: int,
+    ) -> None:
+        """Read ``directory`` (number ``k`` of the ``prefetch``, if there is one)."""
         with self.reader.directory(directory) as (dir_fd, entries):
             if dir_fd < 0:
                 return
@@ -320,6 +398,7 @@ class _GuestReader:
                 return
             self.all_reused = False
             self.dir_fd, self.node, self.guest_type = dir_fd, node, guest_type
+            self.prefetched = prefetch.take(k) if prefetch is not None else {}
             self.read_entries(directory, entries)
 
     def reuse(self, directory: str, entries: list[os.DirEntry[str]]) -> bool:
@@ -350,7 +429,7 @@ class _GuestReader:
         keep = new_guests is not None  # whether the directory can be cached whole
         configs: dict[int, GuestConfig] = {}
         files: dict[str, CacheEntry[GuestConfig]] = {}
-        keys: list[tuple[int, int, int]] = []
+        keys: list[_StatKey] = []
         for entry in entries:
             name = entry.name
             stem = name[:-5]
@@ -363,17 +442,16 @@ class _GuestReader:
                     continue
                 vmid = odd
             relative = f"{directory}/{name}"
-            config = self.read(entry, relative, vmid, pool_of.get(vmid))
+            config, key = self.read(entry, relative, vmid, pool_of.get(vmid))
             if config is None:
                 keep = False
                 continue
             if keep and new_guests is not None:
                 cached = new_guests.get(relative)
-                if cached is None or not cached.trusted or vmid in configs:
+                if cached is None or not cached.trusted or vmid in configs or key is None:
                     keep = False
                 else:
-                    stat = entry.stat()  # taken before the file was read, kept by the entry
-                    keys.append((stat.st_mode, stat.st_mtime_ns, stat.st_size))
+                    keys.append(key)
                     configs[vmid] = config
                     files[relative] = cached
             if vmid not in first:
@@ -391,24 +469,34 @@ class _GuestReader:
 
     def read(
         self, entry: os.DirEntry[str], relative: str, vmid: int, pool: str | None
-    ) -> GuestConfig | None:
+    ) -> tuple[GuestConfig | None, _StatKey | None]:
         """The config in ``entry`` of the current directory (``relative`` under the root),
-        from the cache if the file is unchanged since it was cached. The file is stat-ed
-        before it is read, so a change racing with the read leaves an entry that is stale
-        by its key and parsed again later."""
+        from the cache if the file is unchanged since it was cached, and the stat key it
+        was cached under (None: not cached). The file is stat-ed before it is read, so a
+        change racing with the read leaves an entry that is stale by its key and parsed
+        again later."""
         cache = self.cache
+        fetched = self.prefetched.pop(entry.name, None) if self.prefetched else None
         if cache is None:
-            return self.parse(entry, relative, vmid, pool)
-        try:
-            stat = entry.stat()
-        except OSError:
-            return self.parse(entry, relative, vmid, pool)
+            return self.parse(entry, relative, vmid, pool, fetched), None
+        if fetched is not None:
+            key = None if fetched[1] < 0 else (fetched[1], fetched[2], fetched[3])
+        else:
+            try:
+                stat = entry.stat()
+            except OSError:
+                key = None
+            else:
+                key = (stat.st_mode, stat.st_mtime_ns, stat.st_size)
+        if key is None:
+            return self.parse(entry, relative, vmid, pool, fetched), None
+        _, mtime_ns, size = key
         cached = cache.guests.get(relative)
         if (
             cached is not None
             and cached.trusted
-            and cached.mtime_ns == stat.st_mtime_ns
-            and cached.size == stat.st_size
+            and cached.mtime_ns == mtime_ns
+            and cached.size == size
         ):
             cache.cache.hits += 1
             config = cached.value
@@ -418,20 +506,29 @@ class _GuestReader:
             cache.new_guests[relative] = cached
             if cached.findings:
                 self.findings.extend(cached.findings)
-            return config
+            return config, key
         cache.cache.misses += 1
         before = len(self.findings)
-        parsed = self.parse(entry, relative, vmid, pool)
-        if parsed is not None:
-            # The entry keeps the decode finding of reader.text too.
-            findings = tuple(self.findings[before:])
-            cache.new_guests[relative] = cache.entry(stat, parsed, findings)
-        return parsed
+        parsed = self.parse(entry, relative, vmid, pool, fetched)
+        if parsed is None:
+            return None, None
+        # The entry keeps the decode finding of reader.text too.
+        findings = tuple(self.findings[before:])
+        cache.new_guests[relative] = cache.entry(mtime_ns, size, parsed, findings)
+        return parsed, key
 
     def parse(
-        self, entry: os.DirEntry[str], relative: str, vmid: int, pool: str | None
+        self,
+        entry: os.DirEntry[str],
+        relative: str,
+        vmid: int,
+        pool: str | None,
+        fetched: PrefetchedFile | None,
     ) -> GuestConfig | None:
-        text = self.reader.text(relative, self.dir_fd, entry.name)
+        if fetched is None:
+            text = self.reader.text(relative, self.dir_fd, entry.name)
+        else:
+            text = self.reader.prefetched_text(relative, fetched[0], fetched[4])
         if text is None:
             return None
         config, findings = parse_guest_config(
