@@ -34,6 +34,10 @@ The ``rrdtool`` binding is used instead when librrd cannot be loaded that way (o
 finding ``rrd-slow-path`` per read says so), when fetches must go through rrdcached (a
 failed flush, or ``RRDCACHED_ADDRESS`` set); both paths give identical frames and findings.
 
+A read that is only wanted as its EWMA (:meth:`PendingRead.ewma`, what a collect needs of the
+thousands of guest series) skips the frame: the fetched arrays go, chunk by chunk as they come,
+to :func:`collector.smoothing.ewma_parts`, which gives the same values to the bit.
+
 Bad input never aborts a read: unreadable, truncated or foreign files, a DS set that differs
 from the layout, requested ids without a file, series with every value unknown and series
 whose newest known value is older than the staleness limit each become a
@@ -783,7 +787,8 @@ def start_read(
 ) -> PendingRead:
     """:func:`read_series`, started: the files are listed (and flushed) now and, for a read
     of many files through librrd, fetched on the process pool while the caller goes on
-    (e.g. parses the guest configs); the frame is built by :meth:`PendingRead.result`.
+    (e.g. parses the guest configs); the frame is built by :meth:`PendingRead.result` (or
+    the series go straight to their EWMA, :meth:`PendingRead.ewma`).
     Invalid arguments raise here."""
     selected = select_columns(kind, columns)
     if end < start:

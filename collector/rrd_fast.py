@@ -24,16 +24,17 @@ for the call, so a small pool fetches files in parallel. The cheap bookkeeping c
 Processes: threads scale badly. Every fetch makes librrd ``mmap``, ``madvise`` (splitting
 the mapping) and ``munmap`` the file, and those serialise on the process's memory-map lock
 and send TLB-shootdown interrupts to the other CPUs running the process. For reads of many
-files (:data:`PROCESS_MIN_FILES`), :meth:`Librrd.fetch_files` hands one contiguous part of
-the paths to each worker of a persistent pool of single-threaded processes (created on first
-use, ``fork``, one per CPU, niced by :data:`WORKER_NICENESS`; daemonic, and killed by the
-kernel when the thread that forked them ends: ``PR_SET_PDEATHSIG``). Each returns its part
-as one chunk whose arrays it writes into a memfd the parent opened for it (read through
-``/proc/<parent>/fd``; else they travel pickled, as one buffer). Anything that goes wrong
-with the pool (it cannot be created, a worker dies or raises) makes the affected parts be
-fetched in this process instead, with identical results; a broken pool is replaced on the
-next call. :meth:`Librrd.submit_files` starts such a fetch and returns at once: the caller
-does other work (a collect parses the guest configs) and takes the chunks later.
+files (:data:`PROCESS_MIN_FILES`), :meth:`Librrd.fetch_files` cuts the paths into a few
+contiguous parts (:data:`PARTS_PER_WORKER`) for a persistent pool of single-threaded processes
+(created on first use, ``fork``, one per CPU, niced by :data:`WORKER_NICENESS`; daemonic, and
+killed by the kernel when the thread that forked them ends: ``PR_SET_PDEATHSIG``). Each part
+comes back as one chunk whose arrays its worker writes into a memfd the parent opened for it
+(read through ``/proc/<parent>/fd``; else they travel pickled, as one buffer). Anything that
+goes wrong with the pool (it cannot be created, a worker dies or raises) makes the affected
+parts be fetched in this process instead, with identical results; a broken pool is replaced
+on the next call. :meth:`Librrd.submit_files` starts such a fetch and returns at once: the caller
+does other work (a collect parses the guest configs) and takes the chunks later, each as soon
+as it is done (:meth:`PendingChunks.each`).
 
 Errors: librrd keeps its error text per thread (``rrd_get_context()`` is thread-local), and
 ``rrd_clear_error`` / ``rrd_get_error`` act on the calling thread's context. Each fetch
