@@ -2,7 +2,10 @@
 
 The balancer decides on one number per guest and resource, but the RRD history is a series.
 This module reduces a long frame (``id``, ``time`` in unix seconds, Float64 value columns with
-NULL for unknown) to one row per id, all ids at once, with numpy/polars over flat arrays.
+NULL for unknown) to one row per id, all ids at once, with numpy/polars over flat arrays. A
+caller that holds the rows as flat arrays already (the RRD reader) can have their ``ewma``
+view without making the frame (:func:`ewma_of_runs`, or in parts: :func:`ewma_parts` and
+:func:`frame_of_parts`): the same operations on the same arrays, the same result to the bit.
 
 Views (nulls are never read as 0; an id whose column has no known value gives null):
 

@@ -7,6 +7,10 @@ are cross-checked against ``.vmlist``: a config in another node's directory than
 says, a config .vmlist does not know, and a .vmlist entry without a config are findings.
 ``GuestConfig.node`` stays the directory the config was found in; ``.vmlist`` is the
 placement authority.
+
+A cold read (no cache, or a cache not filled for this root yet) has the guest configs read on
+a background thread (:mod:`collector.pvecfg.prefetch`) while it parses the other files and the
+configs already read; the tree is the same either way.
 """
 
 from __future__ import annotations
