@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.calibration import python_speed_ms
 from collector.smoothing import View
 
 
@@ -49,20 +50,6 @@ def ensure_cluster(path: Path, nodes: int, guests: int, seed: int) -> int:
     meta = {"nodes": nodes, "guests": guests, "seed": seed, "now": cluster.now}
     marker.write_text(json.dumps(meta))
     return int(cluster.now)
-
-
-def python_speed_ms() -> float:
-    """Time of a fixed piece of pure-Python text work (20,000 ``key: value`` lines split,
-    stripped and stored): how fast this shared machine runs the collector's kind of work
-    right now. The vCPUs of the reference machine vary by up to 1.5x from one minute to the
-    next; figures are comparable only at a similar calibration."""
-    lines = [f"key{i % 40}: value {i}" for i in range(20_000)]
-    started = time.perf_counter()
-    table: dict[str, str] = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        table[key] = value.strip()
-    return (time.perf_counter() - started) * 1000
 
 
 def one_run(cluster: Path, now: int, usage: View, rounds: int, cached: bool) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 
+from bench.calibration import python_speed_ms
 from collector.status_dump import parse_status_dump
 
 CTIME = 1_767_225_600
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     text = generate_dump(args.guests, args.nodes)
     print(f"dump: {len(text.splitlines())} lines, {len(text) / 1e6:.2f} MB")
     parse_status_dump(text)  # warm-up: polars thread pool and expression caches
+    speed_before = min(python_speed_ms() for _ in range(5))
     walls: list[float] = []
     cpus: list[float] = []
     for _ in range(args.repeat):
@@ -106,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
         f"over {args.repeat} runs"
     )
     print(f"parse process CPU (all polars threads): median {statistics.median(cpus) * 1e3:.1f} ms")
+    speed_after = min(python_speed_ms() for _ in range(5))
+    print(
+        f"python speed calibration (bench.calibration): {speed_before:.2f} ms before, "
+        f"{speed_after:.2f} ms after"
+    )
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(f"peak RSS: {peak_kib / 1024:.0f} MiB")
 
