@@ -123,8 +123,11 @@ def main() -> None:
         speeds.append(min(python_speed_ms() for _ in range(5)))
         child = [sys.executable, "-m", "bench.bench_collect", "--child"]
         child += ["--cluster", str(args.cluster), "--now", str(now), "--usage", args.usage]
-        for target, extra in ((oneshots, ["--rounds", "1", "--uncached"]), (runs, [])):
-            extra = extra or ["--rounds", str(args.rounds)]
+        kinds = (
+            (oneshots, ["--rounds", "1", "--uncached"]),
+            (runs, ["--rounds", str(args.rounds)]),
+        )
+        for target, extra in kinds:
             out = subprocess.run(child + extra, check=True, capture_output=True, text=True)
             target.append(json.loads(out.stdout.strip().splitlines()[-1]))
     oneshot = [r["walls"][0] for r in oneshots]

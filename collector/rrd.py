@@ -722,8 +722,8 @@ class PendingRead:
     def __init__(
         self,
         finish: Callable[[], SeriesRead],
-        abandons: Sequence[Callable[[], None]] = (),
-        finish_ewma: Callable[[float], SeriesView] | None = None,
+        abandons: Sequence[Callable[[], None]],
+        finish_ewma: Callable[[float], SeriesView],
     ) -> None:
         self._finish: Callable[[], SeriesRead] | None = finish
         self._abandons = abandons
@@ -739,11 +739,8 @@ class PendingRead:
         ``characteristic(result().frame, columns, "ewma", half_life_s=half_life_s)`` with the
         findings and found ids of :meth:`result`, to the bit, but without making the read's
         long frame when no old-generation rows must be joined in (the usual case): its
-        arrays go straight to :func:`collector.smoothing.ewma_of_runs`."""
-        if self._finish_ewma is None:
-            return self._take(lambda finish: _ewma_view(finish(), half_life_s))
-        finish_ewma = self._finish_ewma
-        return self._take(lambda _: finish_ewma(half_life_s))
+        arrays go straight to :func:`collector.smoothing.ewma_parts`."""
+        return self._take(lambda _: self._finish_ewma(half_life_s))
 
     def _take(self, finishing: Callable[[Callable[[], SeriesRead]], R]) -> R:
         if self._finish is None:

@@ -32,9 +32,9 @@ comes back as one chunk whose arrays its worker writes into a memfd the parent o
 (read through ``/proc/<parent>/fd``; else they travel pickled, as one buffer). Anything that
 goes wrong with the pool (it cannot be created, a worker dies or raises) makes the affected
 parts be fetched in this process instead, with identical results; a broken pool is replaced
-on the next call. :meth:`Librrd.submit_files` starts such a fetch and returns at once: the caller
-does other work (a collect parses the guest configs) and takes the chunks later, each as soon
-as it is done (:meth:`PendingChunks.each`).
+on the next call. :meth:`Librrd.submit_files` starts such a fetch and returns at once: the
+caller does other work (a collect parses the guest configs) and takes the chunks later, each
+as soon as it is done (:meth:`PendingChunks.each`).
 
 Errors: librrd keeps its error text per thread (``rrd_get_context()`` is thread-local), and
 ``rrd_clear_error`` / ``rrd_get_error`` act on the calling thread's context. Each fetch
@@ -586,6 +586,7 @@ class Librrd:
         pool = _pool_for(self.name)
         sinks = [_new_sink() if pool is not None else None for _ in parts]
         futures: list[Future[Chunk | _Shipped] | None] = []
+        settlement = _Settlement(futures, sinks)
         try:
             for part, sink in zip(parts, sinks, strict=True):
                 task = (part, cf, start, end, resolution, selection, sink)
@@ -593,9 +594,8 @@ class Librrd:
                 if futures[-1] is None:
                     pool = None
         except BaseException:
-            _Settlement(futures, sinks).settle(cancel=True)
+            settlement.settle(cancel=True)
             raise
-        settlement = _Settlement(futures, sinks)
 
         def each() -> Iterator[Chunk]:
             nonlocal pool

@@ -4,7 +4,7 @@ The balancer decides on one number per guest and resource, but the RRD history i
 This module reduces a long frame (``id``, ``time`` in unix seconds, Float64 value columns with
 NULL for unknown) to one row per id, all ids at once, with numpy/polars over flat arrays. A
 caller that holds the rows as flat arrays already (the RRD reader) can have their ``ewma``
-view without making the frame (:func:`ewma_of_runs`, or in parts: :func:`ewma_parts` and
+view without making the frame, in one part or several (:func:`ewma_parts`, then
 :func:`frame_of_parts`): the same operations on the same arrays, the same result to the bit.
 
 Views (nulls are never read as 0; an id whose column has no known value gives null):
@@ -439,28 +439,6 @@ def characteristic(
     return _smoothed(grouped.ids, grouped, values, half_life_s, by, refine, fallback)
 
 
-def ewma_of_runs(
-    ids: Sequence[str],
-    times: IntArray,
-    sizes: IntArray,
-    columns: Mapping[str, FloatArray],
-    *,
-    half_life_s: float = 600,
-    by: str = "id",
-) -> pl.DataFrame:
-    """``characteristic(frame, list(columns), "ewma", half_life_s=...)`` of the frame these
-    arrays make, without making it: the same operations on the same arrays, so the same
-    result to the bit.
-
-    The frame's rows come as flat arrays: ``times`` (unix seconds) and each value column
-    (NaN where unknown), ``sizes[i]`` consecutive rows for ``ids[i]``; ids distinct, each
-    id's rows in time order (ValueError otherwise). The RRD reader hands its rows over this
-    way, part by part (:func:`ewma_parts`, :func:`frame_of_parts`).
-    """
-    part = ewma_parts(ids, times, sizes, columns, half_life_s=half_life_s)
-    return frame_of_parts([part], list(columns), by=by)
-
-
 @dataclass(frozen=True, slots=True)
 class EwmaPart:
     """The EWMA view of some ids as numpy arrays: one part of a :func:`frame_of_parts`."""
@@ -482,8 +460,15 @@ def ewma_parts(
     *,
     half_life_s: float = 600,
 ) -> EwmaPart:
-    """:func:`ewma_of_runs` of some ids, kept as arrays: the parts of a read that comes in
-    pieces become one frame at the end (:func:`frame_of_parts`), made by polars once."""
+    """The ``ewma`` view of some ids' rows given as flat arrays, kept as arrays:
+    ``frame_of_parts([ewma_parts(...)], list(columns))`` is
+    ``characteristic(frame, list(columns), "ewma", half_life_s=...)`` of the frame these
+    arrays make, to the bit, without making it; a read that comes in pieces makes one part
+    per piece and one frame at the end.
+
+    ``times`` (unix seconds) and each value column (NaN where unknown) hold ``sizes[i]``
+    consecutive rows for ``ids[i]``; ids distinct, each id's rows in time order (ValueError
+    otherwise)."""
     if not half_life_s > 0:
         raise ValueError("half_life_s must be positive")
     if sizes.size != len(ids) or int(sizes.sum()) != times.size:

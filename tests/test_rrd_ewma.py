@@ -20,7 +20,7 @@ from polars.testing import assert_frame_equal
 
 from collector import rrd, rrd_fast
 from collector.rrd import SeriesView, start_read
-from collector.smoothing import characteristic, ewma_of_runs, ewma_parts, frame_of_parts
+from collector.smoothing import characteristic, ewma_parts, frame_of_parts
 from collector.snapshot_builder import CollectOptions, build_snapshot
 from simulator.cluster import SimulatedCluster, simulate_cluster
 from tests.rrd_helpers import create_rrd, layout_of, minutes, rrd_path, write_series
@@ -86,6 +86,19 @@ def assert_same_view(actual: SeriesView, expected: SeriesView) -> None:
     assert_frame_equal(actual.frame, expected.frame, check_exact=True)
     assert actual.findings == expected.findings
     assert actual.found_ids == expected.found_ids
+
+
+def ewma_frame(
+    ids: list[str],
+    times: np.ndarray,
+    sizes: np.ndarray,
+    columns: dict[str, np.ndarray],
+    *,
+    half_life_s: float = 600,
+) -> pl.DataFrame:
+    """The ``ewma`` view of flat rows in one part."""
+    part = ewma_parts(ids, times, sizes, columns, half_life_s=half_life_s)
+    return frame_of_parts([part], list(columns))
 
 
 READS = [
@@ -172,7 +185,7 @@ def test_ewma_is_taken_once_and_instead_of_the_result(bad_root: Path) -> None:
     pending.abandon()  # nothing left to abandon
 
 
-def test_ewma_of_runs_equals_characteristic_on_irregular_gappy_series() -> None:
+def test_ewma_parts_equal_characteristic_on_irregular_gappy_series() -> None:
     rng = np.random.default_rng(5)
     ids, times, cpu, mem, sizes = [], [], [], [], []
     for index in range(40):
@@ -203,7 +216,7 @@ def test_ewma_of_runs_equals_characteristic_on_irregular_gappy_series() -> None:
     )
 
     for half_life in (1.0, 600.0):
-        actual = ewma_of_runs(
+        actual = ewma_frame(
             ids, flat_times, np.array(sizes, np.int64), columns, half_life_s=half_life
         )
         expected = characteristic(frame, ["cpu", "mem"], "ewma", half_life_s=half_life)
@@ -227,20 +240,20 @@ def test_ewma_of_runs_equals_characteristic_on_irregular_gappy_series() -> None:
     assert_frame_equal(frame_of_parts([], ["cpu", "mem"]), empty, check_exact=True)
 
 
-def test_ewma_of_runs_refuses_rows_it_cannot_group() -> None:
+def test_ewma_parts_refuse_rows_they_cannot_group() -> None:
     times = np.array([1, 2, 3, 4], np.int64)
     values = {"cpu": np.ones(4)}
     two = np.array([2, 2], np.int64)
     with pytest.raises(ValueError, match="distinct"):
-        ewma_of_runs(["a", "a"], times, two, values)
+        ewma_frame(["a", "a"], times, two, values)
     with pytest.raises(ValueError, match="time order"):
-        ewma_of_runs(["a", "b"], np.array([2, 1, 3, 4], np.int64), two, values)
+        ewma_frame(["a", "b"], np.array([2, 1, 3, 4], np.int64), two, values)
     with pytest.raises(ValueError, match="disagree"):
-        ewma_of_runs(["a", "b"], times, np.array([2, 1], np.int64), values)
+        ewma_frame(["a", "b"], times, np.array([2, 1], np.int64), values)
     with pytest.raises(ValueError, match="positive"):
-        ewma_of_runs(["a", "b"], times, two, values, half_life_s=0)
+        ewma_frame(["a", "b"], times, two, values, half_life_s=0)
     # A new id may start earlier than the previous one ended.
-    ok = ewma_of_runs(["a", "b"], np.array([5, 6, 1, 2], np.int64), two, values)
+    ok = ewma_frame(["a", "b"], np.array([5, 6, 1, 2], np.int64), two, values)
     assert ok["cpu"].to_list() == [1.0, 1.0]
 
 
