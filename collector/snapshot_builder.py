@@ -27,7 +27,7 @@ from collector.pvecfg.ha_status import ServiceStatus, ha_config
 from collector.pvecfg.tree import PveTree, read_tree, require_root
 from collector.rrd import DEFAULT_RRD_ROOT, PendingRead, read_series, start_read
 from collector.smoothing import View, characteristic
-from collector.status_dump import parse_status_dump
+from collector.statusdump import parse_status_dump
 from model import Finding, Guest, Node, Snapshot, Storage
 from model.rrd_schema import Kind
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.series import frame_schema
-from collector.status_dump import parse_status_dump
+from collector.statusdump import parse_status_dump
 from model.rrd_schema import GUEST_DS_9, NODE_DS_9
 
 CTIME = 1_767_225_600
