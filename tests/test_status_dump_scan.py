@@ -498,17 +498,59 @@ def test_only_the_declined_lines_go_to_the_polars_parser(
     reference = _parse_with_polars(text, "dump.txt")
     assert [f.where for f in reference.findings] == ["dump.txt:4"]
     assert reference.guests["name"].to_list() == ["web", "a:b"]
-    calls: list[tuple[str, str]] = []
+    calls: list[tuple[str, str, object]] = []
     polars_rows = textparser.polars_rows
 
-    def spy(text: str, source: str) -> object:
-        calls.append((text, source))
-        return polars_rows(text, source)
+    def spy(text: str, source: str, only: list[int] | None = None) -> object:
+        calls.append((text, source, only))
+        return polars_rows(text, source, only)
 
     monkeypatch.setattr(dump_parse, "polars_rows", spy)
     assert_reads_equal(parse_status_dump(text, "dump.txt"), reference)
-    lines = text.split("\n")
-    assert calls == [("\n".join(["", "", lines[2], lines[3], "", ""]), "dump.txt")]
+    assert calls == [(text, "dump.txt", [3, 4])]
+
+
+def test_the_declined_lines_are_read_alone_with_their_numbers() -> None:
+    text = dump(node("pve1"), "garbage", guest("100"), "", "pve-vm-9.0/x:1")
+    fields = textparser._numbered_fields(text, [2, 5])
+    # an empty line first (not line 1): a byte-order mark there would be skipped
+    assert fields["lineno"].to_list() == [0, 2, 5]
+    assert fields["f0"].to_list() == [None, "garbage", "pve-vm-9.0/x"]
+    fields = textparser._numbered_fields(text, [1, 3])
+    assert fields["lineno"].to_list() == [1, 3]
+    assert fields["f0"].to_list() == ["pve-node-9.0/pve1", "pve-vm-9.0/100"]
+
+
+def test_lines_that_do_not_read_alone_are_read_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only blanks declined (the CSV reader gives no row for a text of blanks): the whole
+    text is read again with the other lines emptied, so no line number can shift."""
+    read_fields = textparser._read_fields
+    texts: list[str] = []
+
+    def record(text: str) -> pl.DataFrame:
+        texts.append(text)
+        return read_fields(text)
+
+    monkeypatch.setattr(textparser, "_read_fields", record)
+    text = dump(node("pve1"), " ", guest("100"), "\t")
+    assert textparser._numbered_fields(text, [2, 4]).is_empty()
+    assert texts == ["\n \n\t", "\n \n\n\t\n"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        dump(node("pve1"), "\ufeffpve-vm-9.0/100:garbage", guest("101")),
+        "\ufeff" + dump("garbage", node("pve1"), guest("100")),
+        "\ufeff" + dump(guest("100", values={"cpu": "x"}), node("pve1")),
+        dump(node("pve1"), " ", guest("100"), "\t", "\r"),
+        dump(node("pve1"), "  garbage  ", "\ufeff", guest("100", name="a:b")),
+        dump(guest("100", values={"cpu": "x"}), guest("100", values={"cpu": "0.5"})),
+    ],
+)
+def test_declined_lines_read_alone_match_the_whole_text(text: str) -> None:
+    assert declined_lines(text)
+    assert_public_matches_polars(text, "d")
 
 
 def test_an_exact_tie_keeps_the_later_line_whichever_reader_read_it() -> None:

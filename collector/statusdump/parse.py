@@ -22,7 +22,6 @@ extension the polars parser reads every line. Either way the frames are the same
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -53,7 +52,7 @@ def parse_status_dump(text: str, source: str = "<dump>") -> DumpRead:
     rows, declined = scanned
     findings: list[Finding] = []
     if declined:
-        rest, findings = polars_rows(_only_lines(text, declined), source)
+        rest, findings = polars_rows(text, source, only=declined)
         rows = {kind: pl.concat([rows[kind], rest[kind]]) for kind in KINDS}
     return _read(rows, findings)
 
@@ -61,15 +60,6 @@ def parse_status_dump(text: str, source: str = "<dump>") -> DumpRead:
 def _parse_with_polars(text: str, source: str = "<dump>") -> DumpRead:
     """Every line through the polars parser (the reading without the extension)."""
     return _read(*polars_rows(text, source))
-
-
-def _only_lines(text: str, numbers: Iterable[int]) -> str:
-    """``text`` with every line but ``numbers`` (1-based) emptied: the lines keep their
-    numbers, and the polars parser skips empty lines."""
-    keep = set(numbers)
-    return "\n".join(
-        line if number in keep else "" for number, line in enumerate(text.split("\n"), 1)
-    )
 
 
 def _read(rows: dict[Kind, pl.DataFrame], findings: list[Finding]) -> DumpRead:
