@@ -741,7 +741,7 @@ def _swap_generation(line: str, rng: random.Random) -> str:
 
 def _damage(text: str, rng: random.Random) -> str:
     lines = text.split("\n")[:-1]
-    for _ in range(rng.choice([1, 1, 1, 2])):
+    for _ in range(rng.choice([1, 1, 2, 3])):
         index = rng.randrange(len(lines))
         line = lines[index]
         op = rng.random()
