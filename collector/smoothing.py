@@ -436,7 +436,8 @@ def characteristic(
             return smoothed
 
     values = ((name, _column_values(grouped, name)) for name in columns)
-    return _smoothed(grouped.ids, grouped, values, half_life_s, by, refine, fallback)
+    smoothed, newest, points = _smoothed_arrays(grouped, values, half_life_s, refine)
+    return _frame(grouped.ids, by, smoothed, newest, points, fallback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -505,21 +506,6 @@ class _Runs:
     times: IntArray
     starts: IntArray
     sizes: IntArray
-
-
-def _smoothed(
-    ids: pl.Series,
-    runs: _Grouped | _Runs,
-    columns: Iterable[tuple[str, FloatArray]],
-    half_life_s: float,
-    by: str,
-    refine: Callable[[_Known, FloatArray], FloatArray] | None,
-    fallback: BoolArray,
-) -> pl.DataFrame:
-    """The EWMA view (each column's smoothed value ``refine``d, if given) of grouped rows,
-    as :func:`characteristic` returns it."""
-    smoothed, newest, points = _smoothed_arrays(runs, columns, half_life_s, refine)
-    return _frame(ids, by, smoothed, newest, points, fallback)
 
 
 def _smoothed_arrays(
